@@ -1,0 +1,11 @@
+//! tessera's serving core. It holds no tensors: it decides which tokens of which
+//! sequences are computed in each step and turns the model's outputs into text.
+//! The model side plugs in through the [`Runner`] trait.
+
+pub mod batch;
+pub mod detokenize;
+pub mod runner;
+
+pub use batch::{Batch, SequenceChunk};
+pub use detokenize::{IncrementalDetokenizer, TokenDecoder};
+pub use runner::{Logits, Runner};

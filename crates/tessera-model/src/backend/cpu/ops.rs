@@ -1,0 +1,47 @@
+//! Row-wise elementwise kernels of the CPU backend. Each row is reduced in a fixed
+//! order by one thread, which keeps results independent of the batch.
+
+/// `out = x / sqrt(mean(x^2) + eps) * w`, in candle's operation order: activations
+/// are then quantized to 8 bits, where even a last-bit difference can flip a
+/// rounding, so matching the reference's order keeps comparisons exact.
+pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let sum_sq: f32 = x.iter().map(|v| v * v).sum();
+    let rms = (sum_sq / x.len() as f32 + eps).sqrt();
+    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+        *o = v / rms * g;
+    }
+}
+
+/// In-place RMSNorm of one row.
+pub fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let sum_sq: f32 = x.iter().map(|v| v * v).sum();
+    let rms = (sum_sq / x.len() as f32 + eps).sqrt();
+    for (v, g) in x.iter_mut().zip(w) {
+        *v = *v / rms * g;
+    }
+}
+
+/// `silu(gate) * up`.
+pub fn silu_mul_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// Rotates one head in place by the angles of one position.
+pub fn rotate_head(head: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
+    let half = head.len() / 2;
+    if interleaved {
+        for i in 0..half {
+            let (a, b) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = a * cos[i] - b * sin[i];
+            head[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+    } else {
+        for i in 0..half {
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos[i] - b * sin[i];
+            head[i + half] = a * sin[i] + b * cos[i];
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The device operations the model forward is written over.
+//!
+//! [`crate::llama`] calls only these, so a backend (CPU now, CUDA later) implements
+//! this trait and nothing else. Every operation works row by row with a fixed
+//! reduction order, so a sequence's results never depend on which other rows share
+//! the batch (DESIGN.md, "Determinism").
+
+pub mod cpu;
+
+use crate::batch::FlatBatch;
+use crate::error::Result;
+use crate::weights::HostMatrix;
+
+/// Rotary embedding parameters in the form every backend consumes: per position,
+/// the cosines and sines of each rotated pair (`max_positions x head_dim / 2`).
+pub struct RopeTable {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    pub max_positions: usize,
+    pub head_dim: usize,
+    pub style: crate::config::RopeStyle,
+}
+
+/// Shape of the attention computation, shared by the attention operations.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub sliding_window: Option<usize>,
+}
+
+/// Geometry of a KV cache pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheShape {
+    pub num_layers: usize,
+    pub num_blocks: usize,
+    pub block_size: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// A compute device the model runs on.
+pub trait Backend: Send + Sync {
+    /// A row-major matrix of activations (or a vector: one row) on the device.
+    type Tensor;
+    /// A linear layer's weight matrix (possibly quantized) plus optional bias.
+    type Linear;
+    /// The paged K and V pools of every layer.
+    type KvCache: Send;
+    /// The rotary table, resident on the device.
+    type Rope: Send + Sync;
+
+    /// A short name for logs ("cpu", "cuda:0").
+    fn name(&self) -> String;
+
+    // ---- set-up ----
+
+    /// Moves a weight matrix to the device. Several `parts` are one layer whose
+    /// outputs are concatenated (Q|K|V, gate|up): the backend may fuse them.
+    fn upload_linear(&self, parts: Vec<HostMatrix>, bias: Option<Vec<f32>>) -> Result<Self::Linear>;
+    /// Moves a vector (norm gains) to the device.
+    fn upload_vector(&self, v: Vec<f32>) -> Result<Self::Tensor>;
+    /// Moves the rotary table to the device.
+    fn upload_rope(&self, rope: RopeTable) -> Result<Self::Rope>;
+    /// Allocates the KV pools.
+    fn alloc_kv_cache(&self, shape: KvCacheShape) -> Result<Self::KvCache>;
+
+    // ---- the forward's operations ----
+
+    /// Gathers (dequantized) rows of an embedding table.
+    fn embedding(&self, table: &Self::Linear, ids: &[u32]) -> Result<Self::Tensor>;
+    /// `x * w / rms(x)` per row.
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// `residual += x`, then returns the RMS-normed new residual.
+    fn add_rms_norm(
+        &self,
+        residual: &mut Self::Tensor,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+    /// RMSNorm of each `head_dim` slice of the first `num_heads` heads of every row
+    /// (Qwen3's Q/K norms), in place. `offset_heads` skips that many heads first.
+    fn head_rms_norm(
+        &self,
+        x: &mut Self::Tensor,
+        w: &Self::Tensor,
+        offset_heads: usize,
+        num_heads: usize,
+        head_dim: usize,
+        eps: f32,
+    ) -> Result<()>;
+    /// `x @ w^T + bias`.
+    fn linear(&self, x: &Self::Tensor, w: &Self::Linear) -> Result<Self::Tensor>;
+    /// Rotates the Q and K heads of a fused `[tokens, (H + 2*KV) * D]` projection in
+    /// place, then writes each token's K and V into its KV slot.
+    fn rotary_and_cache_write(
+        &self,
+        qkv: &mut Self::Tensor,
+        rope: &Self::Rope,
+        cache: &mut Self::KvCache,
+        layer: usize,
+        shape: &AttentionShape,
+        batch: &FlatBatch,
+    ) -> Result<()>;
+    /// Causal attention of each new token over its sequence's paged KV; returns
+    /// `[tokens, H * D]`.
+    fn paged_attention(
+        &self,
+        qkv: &Self::Tensor,
+        cache: &Self::KvCache,
+        layer: usize,
+        shape: &AttentionShape,
+        batch: &FlatBatch,
+    ) -> Result<Self::Tensor>;
+    /// `silu(gate) * up` for a fused `[rows, 2 * I]` gate|up projection.
+    fn silu_mul(&self, gate_up: &Self::Tensor) -> Result<Self::Tensor>;
+    /// Picks rows (the last token of each sequence that wants logits).
+    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor>;
+    /// Copies a tensor to the host, row-major.
+    fn to_host(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
+}

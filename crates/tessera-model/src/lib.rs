@@ -1,0 +1,18 @@
+//! tessera's model side: weight formats, tokenizer, chat templates, the Llama-family
+//! forward written once over backend operations, and the runner the engine drives.
+
+pub mod backend;
+pub mod batch;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod hub;
+pub mod llama;
+pub mod loader;
+pub mod runner;
+pub mod safetensors;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{ModelError, Result};

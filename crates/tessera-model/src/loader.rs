@@ -1,0 +1,86 @@
+//! Finding and loading a model from a path: a GGUF file or a Hugging Face directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::Backend;
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::llama::LlamaModel;
+use crate::safetensors::SafetensorsDir;
+use crate::weights::load_weights;
+
+/// Where a model's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// One GGUF file: weights, tokenizer and chat template.
+    Gguf(PathBuf),
+    /// A Hugging Face directory: config.json, tokenizer.json, *.safetensors.
+    HfDir(PathBuf),
+}
+
+impl ModelSource {
+    /// Recognizes a GGUF file or a directory with a `config.json`.
+    pub fn detect(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
+        if meta.is_dir() {
+            if path.join("config.json").is_file() {
+                return Ok(Self::HfDir(path.to_path_buf()));
+            }
+            return Err(ModelError::format(
+                path,
+                "directory has no config.json (expected a Hugging Face model directory)",
+            ));
+        }
+        let mut magic = [0u8; 4];
+        let read = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map_err(|e| ModelError::io(path, e));
+        match read {
+            Ok(()) if &magic == b"GGUF" => Ok(Self::Gguf(path.to_path_buf())),
+            Ok(()) => Err(ModelError::format(
+                path,
+                "not a GGUF file (bad magic) nor a model directory",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file or directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Gguf(p) | Self::HfDir(p) => p,
+        }
+    }
+}
+
+/// Reads a model's configuration and weights onto `backend`. The rotary table and
+/// every later bound use `max_model_len`, capped by the model's own context.
+pub fn load_llama<B: Backend>(
+    backend: &B,
+    source: &ModelSource,
+    max_model_len: Option<usize>,
+) -> Result<LlamaModel<B>> {
+    let (mut config, weights) = match source {
+        ModelSource::Gguf(path) => {
+            let mut file = GgufFile::open(path)?;
+            let mut config = ModelConfig::from_gguf(path, file.metadata())?;
+            let weights = load_weights(backend, &mut file, &mut config)?;
+            (config, weights)
+        }
+        ModelSource::HfDir(dir) => {
+            let config_path = dir.join("config.json");
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| ModelError::io(&config_path, e))?;
+            let mut config = ModelConfig::from_hf_json(&config_path, &text)?;
+            let mut files = SafetensorsDir::open(dir)?;
+            let weights = load_weights(backend, &mut files, &mut config)?;
+            (config, weights)
+        }
+    };
+    let max_len = max_model_len
+        .unwrap_or(config.max_position_embeddings)
+        .min(config.max_position_embeddings);
+    config.max_position_embeddings = max_len;
+    LlamaModel::new(backend, config, weights, max_len)
+}

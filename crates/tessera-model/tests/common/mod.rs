@@ -1,0 +1,97 @@
+//! Helpers shared by the model crate's integration tests.
+#![allow(dead_code)]
+
+pub mod tiny;
+
+use std::path::{Path, PathBuf};
+
+use tessera_engine::{Batch, SequenceChunk};
+use tessera_model::backend::cpu::CpuBackend;
+use tessera_model::loader::{load_llama, ModelSource};
+use tessera_model::runner::{CacheConfig, ModelRunner};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The default model, which `scripts/fetch-model` places.
+pub fn default_model() -> PathBuf {
+    let p = repo_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-model first",
+        p.display()
+    );
+    p
+}
+
+/// A fixture file's lines parsed as JSON.
+pub fn fixture_lines(name: &str) -> Vec<serde_json::Value> {
+    let p = repo_root().join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("fixture line is JSON"))
+        .collect()
+}
+
+/// A CPU runner over the model at `path` with a pool of `num_blocks` blocks of 16.
+pub fn cpu_runner(path: &Path, num_blocks: usize) -> ModelRunner<CpuBackend> {
+    let backend = CpuBackend::new();
+    let source = ModelSource::detect(path).expect("model source");
+    let model = load_llama(&backend, &source, Some(4096)).expect("model loads");
+    ModelRunner::new(
+        backend,
+        model,
+        CacheConfig {
+            block_size: 16,
+            num_blocks,
+            max_model_len: 4096,
+        },
+    )
+    .expect("runner")
+}
+
+/// Hands out KV blocks for test sequences: sequence `i` owns a disjoint range.
+pub struct Blocks {
+    pub per_seq: usize,
+}
+
+impl Blocks {
+    pub fn table(&self, seq: usize) -> Vec<u32> {
+        (0..self.per_seq).map(|b| (seq * self.per_seq + b) as u32).collect()
+    }
+}
+
+/// A batch of one chunk per (tokens, start, table).
+pub fn batch(chunks: Vec<(Vec<u32>, usize, Vec<u32>, bool)>) -> Batch {
+    Batch {
+        chunks: chunks
+            .into_iter()
+            .map(|(token_ids, start_position, block_table, wants_logits)| SequenceChunk {
+                token_ids,
+                start_position,
+                block_table,
+                wants_logits,
+            })
+            .collect(),
+    }
+}
+
+/// Index of the largest value.
+pub fn argmax(xs: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Largest absolute difference between two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
