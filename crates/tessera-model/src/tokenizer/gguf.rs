@@ -115,11 +115,7 @@ pub(super) fn build(md: &HashMap<String, Value>) -> Result<Built, String> {
             (
                 sentencepiece_bpe(&tokens, &types, &scores, unk),
                 json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": false}),
-                json!({"type": "Sequence", "decoders": [
-                    {"type": "ByteFallback"},
-                    {"type": "Fuse"},
-                    {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": false}
-                ]}),
+                sentencepiece_decoder(add_space),
                 true,
             )
         }
@@ -182,12 +178,29 @@ fn byte_level_bpe(tokens: &[&str], merges: &[&str], ignore_merges: bool) -> Json
 /// the text between them as pieces (llama.cpp's `unicode_regex_split`); then bytes
 /// map to GPT-2's printable alphabet.
 fn byte_level_pre_tokenizer(regexes: &[&str]) -> Json {
-    let mut steps: Vec<Json> = regexes
-        .iter()
-        .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
-        .collect();
+    let mut steps = regex_splits(regexes);
     steps.push(json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}));
     json!({"type": "Sequence", "pretokenizers": steps})
+}
+
+/// Marker to space, bytes to characters, and the prefix space dropped again.
+fn sentencepiece_decoder(add_space_prefix: bool) -> Json {
+    let mut steps = vec![
+        json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if add_space_prefix {
+        steps.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    json!({"type": "Sequence", "decoders": steps})
+}
+
+fn regex_splits(regexes: &[&str]) -> Vec<Json> {
+    regexes
+        .iter()
+        .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
+        .collect()
 }
 
 /// SentencePiece BPE as a ranked-merge BPE: joining two pieces into a vocabulary
@@ -312,3 +325,6 @@ fn string_array<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<Option<
         Some(_) => Err(format!("{key} is not an array")),
     }
 }
+
+#[cfg(test)]
+mod tests;
