@@ -51,3 +51,26 @@ fn out_of_vocabulary_ids_are_an_error_not_a_panic() {
     let size = tokenizer.vocab_size() as u32;
     assert!(tokenizer.decode(&[size + 7], false).is_err());
 }
+
+/// Streaming the fixture ids one token at a time gives back each text exactly,
+/// multi-byte emoji and CJK included, with no chunk holding a broken character.
+#[test]
+fn incremental_detokenization_reproduces_every_fixture_text() {
+    use tessera_engine::IncrementalDetokenizer;
+    let tokenizer = default_tokenizer();
+    for case in common::fixture_lines("smollm2-tokenizer.jsonl") {
+        let text = case["text"].as_str().expect("text");
+        let ids = tokenizer.encode(text, false).expect("encodes");
+        let mut detok = IncrementalDetokenizer::new(&[], false);
+        let mut chunks = Vec::new();
+        for &id in &ids {
+            chunks.push(detok.push(&tokenizer, id).expect("decodes"));
+        }
+        chunks.push(detok.flush(&tokenizer).expect("flushes"));
+        assert!(
+            chunks.iter().all(|c| !c.contains(char::REPLACEMENT_CHARACTER)),
+            "{chunks:?}"
+        );
+        assert_eq!(chunks.concat(), text);
+    }
+}
