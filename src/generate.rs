@@ -76,6 +76,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     } else {
         args.prompt.clone()
     };
+    tracing::debug!(prompt = %text, "rendered prompt");
     // A chat template writes its own BOS; a raw prompt gets the model's.
     let prompt = tokenizer.encode(&text, !args.chat)?;
     if prompt.is_empty() {
@@ -140,7 +141,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         generated += 1;
         let is_eos = eos.contains(&next);
         if !is_eos || args.ignore_eos {
-            let piece = detok.push(&tokenizer, next)?;
+            let piece = detok.push(&tokenizer, next).map_err(anyhow::Error::msg)?;
             stdout.write_all(piece.as_bytes())?;
             stdout.flush()?;
         }
@@ -149,7 +150,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         logits = step(&mut runner, &[next], prompt.len() + generated - 1, true)?;
     }
-    stdout.write_all(detok.flush(&tokenizer)?.as_bytes())?;
+    stdout.write_all(detok.flush(&tokenizer).map_err(anyhow::Error::msg)?.as_bytes())?;
     writeln!(stdout)?;
     let decode_secs = decode_start.elapsed().as_secs_f64();
     // The first generated token comes from the prefill; decode steps made the rest.

@@ -8,7 +8,9 @@ use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::llama::LlamaModel;
 use crate::safetensors::SafetensorsDir;
-use crate::weights::load_weights;
+use crate::chat::{self, ChatTemplate};
+use crate::tokenizer::Tokenizer;
+use crate::weights::{load_weights, LlamaWeights};
 
 /// Where a model's files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,19 +56,56 @@ impl ModelSource {
     }
 }
 
-/// Reads a model's configuration and weights onto `backend`. The rotary table and
-/// every later bound use `max_model_len`, capped by the model's own context.
+/// A loaded model with what turns text into its tokens and back.
+pub struct ModelBundle<B: Backend> {
+    /// The network, weights on the backend.
+    pub model: LlamaModel<B>,
+    /// The model's tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The model's chat template, if it has one.
+    pub chat_template: Option<ChatTemplate>,
+}
+
+/// Loads weights, tokenizer and chat template; a GGUF file is read once for all
+/// three. The rotary table and every later bound use `max_model_len`, capped by
+/// the model's own context.
+pub fn load_bundle<B: Backend>(
+    backend: &B,
+    source: &ModelSource,
+    max_model_len: Option<usize>,
+) -> Result<ModelBundle<B>> {
+    match source {
+        ModelSource::Gguf(path) => {
+            let mut file = GgufFile::open(path)?;
+            let tokenizer = Tokenizer::from_gguf(path, file.metadata())?;
+            let (bos, eos) = chat::gguf_special_tokens(file.metadata());
+            let chat_template = ChatTemplate::from_gguf(file.metadata(), bos, eos)
+                .map_err(|e| in_file(path, e))?;
+            let model = load_gguf_model(backend, path, &mut file, max_model_len)?;
+            Ok(ModelBundle {
+                model,
+                tokenizer,
+                chat_template,
+            })
+        }
+        ModelSource::HfDir(dir) => Ok(ModelBundle {
+            tokenizer: Tokenizer::from_hf_dir(dir)?,
+            chat_template: ChatTemplate::from_hf_dir(dir).map_err(|e| in_file(dir, e))?,
+            model: load_llama(backend, source, max_model_len)?,
+        }),
+    }
+}
+
+/// Reads a model's configuration and weights onto `backend` (no tokenizer).
 pub fn load_llama<B: Backend>(
     backend: &B,
     source: &ModelSource,
     max_model_len: Option<usize>,
 ) -> Result<LlamaModel<B>> {
-    let (mut config, weights) = match source {
+    match source {
         ModelSource::Gguf(path) => {
             let mut file = GgufFile::open(path)?;
-            let mut config = ModelConfig::from_gguf(path, file.metadata())?;
-            let weights = load_weights(backend, &mut file, &mut config)?;
-            (config, weights)
+            load_gguf_model(backend, path, &mut file, max_model_len)
         }
         ModelSource::HfDir(dir) => {
             let config_path = dir.join("config.json");
@@ -75,12 +114,39 @@ pub fn load_llama<B: Backend>(
             let mut config = ModelConfig::from_hf_json(&config_path, &text)?;
             let mut files = SafetensorsDir::open(dir)?;
             let weights = load_weights(backend, &mut files, &mut config)?;
-            (config, weights)
+            build(backend, config, weights, max_model_len)
         }
-    };
+    }
+}
+
+fn load_gguf_model<B: Backend>(
+    backend: &B,
+    path: &Path,
+    file: &mut GgufFile,
+    max_model_len: Option<usize>,
+) -> Result<LlamaModel<B>> {
+    let mut config = ModelConfig::from_gguf(path, file.metadata())?;
+    let weights = load_weights(backend, file, &mut config)?;
+    build(backend, config, weights, max_model_len)
+}
+
+fn build<B: Backend>(
+    backend: &B,
+    mut config: ModelConfig,
+    weights: LlamaWeights<B>,
+    max_model_len: Option<usize>,
+) -> Result<LlamaModel<B>> {
     let max_len = max_model_len
         .unwrap_or(config.max_position_embeddings)
         .min(config.max_position_embeddings);
     config.max_position_embeddings = max_len;
     LlamaModel::new(backend, config, weights, max_len)
+}
+
+/// Template errors name the model they came from.
+fn in_file(path: &Path, e: ModelError) -> ModelError {
+    match e {
+        ModelError::Template(msg) => ModelError::Template(format!("{}: {msg}", path.display())),
+        other => other,
+    }
 }
