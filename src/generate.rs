@@ -150,7 +150,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         logits = step(&mut runner, &[next], prompt.len() + generated - 1, true)?;
     }
-    stdout.write_all(detok.flush(&tokenizer).map_err(anyhow::Error::msg)?.as_bytes())?;
+    stdout.write_all(
+        detok
+            .flush(&tokenizer)
+            .map_err(anyhow::Error::msg)?
+            .as_bytes(),
+    )?;
     writeln!(stdout)?;
     let decode_secs = decode_start.elapsed().as_secs_f64();
     // The first generated token comes from the prefill; decode steps made the rest.

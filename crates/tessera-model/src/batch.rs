@@ -64,7 +64,11 @@ impl FlatBatch {
                     chunk.block_table.len()
                 )));
             }
-            if let Some(b) = chunk.block_table.iter().find(|&&b| b as usize >= num_blocks) {
+            if let Some(b) = chunk
+                .block_table
+                .iter()
+                .find(|&&b| b as usize >= num_blocks)
+            {
                 return Err(ModelError::InvalidBatch(format!(
                     "chunk {i}: block {b} is outside the pool of {num_blocks}"
                 )));
@@ -79,7 +83,8 @@ impl FlatBatch {
                     .push((block * block_size + pos % block_size) as u32);
             }
             if chunk.wants_logits {
-                flat.logit_rows.push(query_start + chunk.token_ids.len() - 1);
+                flat.logit_rows
+                    .push(query_start + chunk.token_ids.len() - 1);
             }
             flat.seqs.push(SeqMeta {
                 query_start,

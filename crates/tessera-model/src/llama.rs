@@ -77,7 +77,11 @@ impl<B: Backend> LlamaModel<B> {
 }
 
 /// Cosines and sines of every rotated pair at every position.
-pub fn rope_table(config: &ModelConfig, freq_factors: Option<&[f32]>, max_positions: usize) -> RopeTable {
+pub fn rope_table(
+    config: &ModelConfig,
+    freq_factors: Option<&[f32]>,
+    max_positions: usize,
+) -> RopeTable {
     let d = config.head_dim;
     let half = d / 2;
     let mut inv_freq: Vec<f32> = (0..half)
@@ -92,7 +96,8 @@ pub fn rope_table(config: &ModelConfig, freq_factors: Option<&[f32]>, max_positi
             if wavelen > low_wavelen {
                 *f /= s.factor;
             } else if wavelen >= high_wavelen {
-                let smooth = (s.original_max_position_embeddings as f32 / wavelen - s.low_freq_factor)
+                let smooth = (s.original_max_position_embeddings as f32 / wavelen
+                    - s.low_freq_factor)
                     / (s.high_freq_factor - s.low_freq_factor);
                 *f = (1.0 - smooth) * *f / s.factor + smooth * *f;
             }

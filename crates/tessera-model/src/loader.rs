@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::Backend;
+use crate::chat::{self, ChatTemplate};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::llama::LlamaModel;
 use crate::safetensors::SafetensorsDir;
-use crate::chat::{self, ChatTemplate};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{load_weights, LlamaWeights};
 
@@ -79,8 +79,8 @@ pub fn load_bundle<B: Backend>(
             let mut file = GgufFile::open(path)?;
             let tokenizer = Tokenizer::from_gguf(path, file.metadata())?;
             let (bos, eos) = chat::gguf_special_tokens(file.metadata());
-            let chat_template = ChatTemplate::from_gguf(file.metadata(), bos, eos)
-                .map_err(|e| in_file(path, e))?;
+            let chat_template =
+                ChatTemplate::from_gguf(file.metadata(), bos, eos).map_err(|e| in_file(path, e))?;
             let model = load_gguf_model(backend, path, &mut file, max_model_len)?;
             Ok(ModelBundle {
                 model,

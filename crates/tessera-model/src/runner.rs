@@ -68,7 +68,10 @@ impl<B: Backend> ModelRunner<B> {
             )));
         }
         if batch.logit_rows.is_empty() && batch.token_ids.is_empty() {
-            return Ok(Logits { vocab_size: vocab, data: Vec::new() });
+            return Ok(Logits {
+                vocab_size: vocab,
+                data: Vec::new(),
+            });
         }
         let logits = self.model.forward(&self.backend, &mut self.cache, batch)?;
         Ok(Logits {

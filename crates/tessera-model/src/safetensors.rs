@@ -61,7 +61,8 @@ impl SafetensorsDir {
 
     fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
         let hf = self.hf_name(name)?;
-        let err = |e: candle_core::Error| ModelError::format(&self.dir, format!("tensor '{hf}': {e}"));
+        let err =
+            |e: candle_core::Error| ModelError::format(&self.dir, format!("tensor '{hf}': {e}"));
         let t = self.tensors.load(hf, &Device::Cpu).map_err(err)?;
         match t.dtype() {
             DType::F32 | DType::F16 | DType::BF16 => {}
@@ -143,11 +144,16 @@ const LAYER_NAMES: &[(&str, &str)] = &[
 /// Translates a tensor name between the two conventions, `from` being the index of
 /// the source convention in the tables (0: Hugging Face, 1: GGUF).
 fn translate(name: &str, from: usize) -> Option<String> {
-    let pick = |pair: &(&'static str, &'static str)| if from == 0 { *pair } else { (pair.1, pair.0) };
+    let pick =
+        |pair: &(&'static str, &'static str)| if from == 0 { *pair } else { (pair.1, pair.0) };
     if let Some((_, to)) = MODEL_NAMES.iter().map(pick).find(|(f, _)| *f == name) {
         return Some(to.to_string());
     }
-    let (prefix_from, prefix_to) = if from == 0 { ("model.layers.", "blk.") } else { ("blk.", "model.layers.") };
+    let (prefix_from, prefix_to) = if from == 0 {
+        ("model.layers.", "blk.")
+    } else {
+        ("blk.", "model.layers.")
+    };
     let (layer, tail) = name.strip_prefix(prefix_from)?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (_, to) = LAYER_NAMES.iter().map(pick).find(|(f, _)| *f == tail)?;

@@ -128,8 +128,14 @@ pub fn load_weights<B: Backend>(
         };
         let (q_norm, k_norm) = if c.qk_norm {
             (
-                Some(backend.upload_vector(loader.vector(&name("attn_q_norm.weight"), c.head_dim)?)?),
-                Some(backend.upload_vector(loader.vector(&name("attn_k_norm.weight"), c.head_dim)?)?),
+                Some(
+                    backend
+                        .upload_vector(loader.vector(&name("attn_q_norm.weight"), c.head_dim)?)?,
+                ),
+                Some(
+                    backend
+                        .upload_vector(loader.vector(&name("attn_k_norm.weight"), c.head_dim)?)?,
+                ),
             )
         } else {
             (None, None)
@@ -137,7 +143,8 @@ pub fn load_weights<B: Backend>(
         let gate = loader.matrix(&name("ffn_gate.weight"), c.intermediate_size, c.hidden_size)?;
         let up = loader.matrix(&name("ffn_up.weight"), c.intermediate_size, c.hidden_size)?;
         layers.push(LayerWeights {
-            attn_norm: backend.upload_vector(loader.vector(&name("attn_norm.weight"), c.hidden_size)?)?,
+            attn_norm: backend
+                .upload_vector(loader.vector(&name("attn_norm.weight"), c.hidden_size)?)?,
             qkv: backend.upload_linear(vec![q, k, v], qkv_bias)?,
             q_norm,
             k_norm,
@@ -145,10 +152,15 @@ pub fn load_weights<B: Backend>(
                 vec![loader.matrix(&name("attn_output.weight"), c.hidden_size, c.q_width())?],
                 None,
             )?,
-            ffn_norm: backend.upload_vector(loader.vector(&name("ffn_norm.weight"), c.hidden_size)?)?,
+            ffn_norm: backend
+                .upload_vector(loader.vector(&name("ffn_norm.weight"), c.hidden_size)?)?,
             gate_up: backend.upload_linear(vec![gate, up], None)?,
             down: backend.upload_linear(
-                vec![loader.matrix(&name("ffn_down.weight"), c.hidden_size, c.intermediate_size)?],
+                vec![loader.matrix(
+                    &name("ffn_down.weight"),
+                    c.hidden_size,
+                    c.intermediate_size,
+                )?],
                 None,
             )?,
         });

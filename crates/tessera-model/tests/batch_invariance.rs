@@ -12,7 +12,9 @@ fn prompts() -> Vec<Vec<u32>> {
     (0..8)
         .map(|s| {
             let len = 3 + s * 9;
-            (0..len).map(|i| ((s * 7919 + i * 104_729) % 49_000) as u32 + 100).collect()
+            (0..len)
+                .map(|i| ((s * 7919 + i * 104_729) % 49_000) as u32 + 100)
+                .collect()
         })
         .collect()
 }
@@ -46,7 +48,10 @@ fn logits_are_identical_alone_batched_and_chunked() {
         ))
         .expect("batched");
     for (s, logits) in alone.iter().enumerate() {
-        assert!(together.row(s) == logits.as_slice(), "sequence {s} differs when batched");
+        assert!(
+            together.row(s) == logits.as_slice(),
+            "sequence {s} differs when batched"
+        );
     }
 
     // The longest prompt in three chunks, each chunk batched with decodes of the
@@ -56,7 +61,12 @@ fn logits_are_identical_alone_batched_and_chunked() {
     let cuts = [0, 5, 29, p.len()];
     let mut chunked = Vec::new();
     for (c, w) in cuts.windows(2).enumerate() {
-        let mut chunks = vec![(p[w[0]..w[1]].to_vec(), w[0], blocks.table(long), w[1] == p.len())];
+        let mut chunks = vec![(
+            p[w[0]..w[1]].to_vec(),
+            w[0],
+            blocks.table(long),
+            w[1] == p.len(),
+        )];
         for (s, q) in prompts.iter().enumerate().take(3) {
             chunks.push((vec![500 + c as u32], q.len() + c, blocks.table(s), true));
         }
@@ -65,7 +75,10 @@ fn logits_are_identical_alone_batched_and_chunked() {
             chunked = out.row(0).to_vec();
         }
     }
-    assert!(chunked == alone[long], "chunked prefill differs from one-shot prefill");
+    assert!(
+        chunked == alone[long],
+        "chunked prefill differs from one-shot prefill"
+    );
 
     // A decode step of sequence 0 alone equals the same step inside a full batch.
     let step = |runner: &mut _, with_others: bool| -> Vec<f32> {
@@ -76,7 +89,11 @@ fn logits_are_identical_alone_batched_and_chunked() {
                 chunks.push((vec![900], q.len(), blocks.table(s), true));
             }
         }
-        runner.execute(&batch(chunks)).expect("decode").row(0).to_vec()
+        runner
+            .execute(&batch(chunks))
+            .expect("decode")
+            .row(0)
+            .to_vec()
     };
     // Rewrite the prompts' KV so the decode sees the same context both times.
     let reset = |runner: &mut tessera_model::runner::ModelRunner<_>| {
@@ -94,5 +111,8 @@ fn logits_are_identical_alone_batched_and_chunked() {
     let decode_alone = step(&mut runner, false);
     reset(&mut runner);
     let decode_batched = step(&mut runner, true);
-    assert!(decode_alone == decode_batched, "decode differs when batched");
+    assert!(
+        decode_alone == decode_batched,
+        "decode differs when batched"
+    );
 }

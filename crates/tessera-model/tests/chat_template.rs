@@ -10,7 +10,9 @@ use tessera_model::gguf::GgufFile;
 use tessera_model::ModelError;
 
 fn template(name: &str, bos: &str, eos: &str) -> ChatTemplate {
-    let path = common::repo_root().join("tests/fixtures/templates").join(name);
+    let path = common::repo_root()
+        .join("tests/fixtures/templates")
+        .join(name);
     let source = std::fs::read_to_string(&path).expect("template fixture");
     ChatTemplate::new(source, Some(bos.into()), Some(eos.into())).expect("template compiles")
 }
@@ -75,7 +77,10 @@ fn qwen25_adds_its_default_system_message() {
     let own = t
         .render(&[ChatMessage::system("S"), ChatMessage::user("Hi")], false)
         .expect("renders");
-    assert_eq!(own, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+    assert_eq!(
+        own,
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+    );
 }
 
 #[test]

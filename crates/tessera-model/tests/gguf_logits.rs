@@ -36,7 +36,12 @@ fn cases() -> Vec<Case> {
                 .as_array()
                 .expect("top20")
                 .iter()
-                .map(|p| (p[0].as_u64().expect("id") as u32, p[1].as_f64().expect("logit") as f32))
+                .map(|p| {
+                    (
+                        p[0].as_u64().expect("id") as u32,
+                        p[1].as_f64().expect("logit") as f32,
+                    )
+                })
                 .collect(),
             greedy24: serde_json::from_value(v["greedy24"].clone()).expect("greedy24"),
         })
@@ -60,7 +65,12 @@ fn logits_agree_with_llama_cpp() {
         for &(id, reference) in &case.top20 {
             worst = worst.max((logits[id as usize] - reference).abs());
         }
-        let mean: f32 = case.top20.iter().map(|&(id, r)| (logits[id as usize] - r).abs()).sum::<f32>() / 20.0;
+        let mean: f32 = case
+            .top20
+            .iter()
+            .map(|&(id, r)| (logits[id as usize] - r).abs())
+            .sum::<f32>()
+            / 20.0;
         eprintln!("case {n}: |tessera - llama.cpp| over top-20: max {worst:.4} mean {mean:.4}; top-1 ours {} theirs {}", argmax(&logits), case.top20[0].0);
         assert!(worst < 1.0, "case {n}: max diff {worst}");
         assert!(mean < 0.5, "case {n}: mean diff {mean}");
@@ -79,7 +89,8 @@ fn logits_agree_with_candle_quantized_llama() {
     let path = default_model();
     let mut file = std::fs::File::open(&path).expect("open");
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).expect("gguf");
-    let mut reference = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).expect("candle model");
+    let mut reference =
+        ModelWeights::from_gguf(content, &mut file, &Device::Cpu).expect("candle model");
     let mut runner = cpu_runner(&path, 64);
     let candle_logits = |model: &mut ModelWeights, ids: &[u32]| -> Vec<f32> {
         model.clear_kv_cache();
@@ -95,20 +106,30 @@ fn logits_agree_with_candle_quantized_llama() {
     // Two tokens: attention is nearly trivial and every other operation runs in the
     // same order as candle's, so the results are identical to the bit.
     let first = &cases()[0].prompt_ids[..2];
-    assert_eq!(prompt_logits(&mut runner, first), candle_logits(&mut reference, first));
+    assert_eq!(
+        prompt_logits(&mut runner, first),
+        candle_logits(&mut reference, first)
+    );
     for (n, case) in cases().iter().enumerate() {
         let ours = prompt_logits(&mut runner, &case.prompt_ids);
         let theirs = candle_logits(&mut reference, &case.prompt_ids);
         let diff = max_abs_diff(&ours, &theirs);
-        let mean: f32 = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).sum::<f32>() / ours.len() as f32;
+        let mean: f32 = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / ours.len() as f32;
         eprintln!("case {n}: |tessera - candle| over the vocabulary: max {diff:.4} mean {mean:.4}; top-1 {} vs {}", argmax(&ours), argmax(&theirs));
         assert!(diff < 1.5, "case {n}: max diff {diff}");
         assert!(mean < 0.4, "case {n}: mean diff {mean}");
         let top = argmax(&theirs) as usize;
-        assert!(ours[argmax(&ours) as usize] - ours[top] < 0.3, "case {n}: top tokens part");
+        assert!(
+            ours[argmax(&ours) as usize] - ours[top] < 0.3,
+            "case {n}: top tokens part"
+        );
     }
 }
-
 
 #[test]
 fn greedy_continuations_follow_llama_cpp() {
@@ -133,7 +154,13 @@ fn greedy_continuations_follow_llama_cpp() {
         }
         eprintln!("case {n}: our argmax is llama.cpp's greedy token at {agree} of {} steps; worst margin {worst_margin:.4}", case.greedy24.len());
         // Observed: 21-23 of 24 steps, worst margin 0.29.
-        assert!(worst_margin < 0.6, "case {n}: llama.cpp's token {worst_margin} below our best");
-        assert!(agree >= 20, "case {n}: only {agree} of 24 greedy steps agree");
+        assert!(
+            worst_margin < 0.6,
+            "case {n}: llama.cpp's token {worst_margin} below our best"
+        );
+        assert!(
+            agree >= 20,
+            "case {n}: only {agree} of 24 greedy steps agree"
+        );
     }
 }

@@ -21,9 +21,19 @@ fn gguf_missing_tensor_is_named() {
     let dir = temp_dir("missing-tensor");
     let path = dir.join("m.gguf");
     let tensors = random_tensors(TINY, 1, false);
-    write_gguf(&path, TINY, "llama", GgmlDType::F32, &tensors, &["blk.1.ffn_up.weight"]);
+    write_gguf(
+        &path,
+        TINY,
+        "llama",
+        GgmlDType::F32,
+        &tensors,
+        &["blk.1.ffn_up.weight"],
+    );
     let err = load(&path).expect_err("must fail");
-    assert!(matches!(&err, ModelError::MissingTensor { name, .. } if name == "blk.1.ffn_up.weight"), "{err}");
+    assert!(
+        matches!(&err, ModelError::MissingTensor { name, .. } if name == "blk.1.ffn_up.weight"),
+        "{err}"
+    );
     assert!(err.to_string().contains("m.gguf"), "{err}");
 }
 
@@ -40,7 +50,10 @@ fn gguf_shape_mismatch_is_named() {
     k.2 = k.2.repeat(2);
     write_gguf(&path, TINY, "llama", GgmlDType::F32, &tensors, &[]);
     let err = load(&path).expect_err("must fail");
-    assert!(matches!(&err, ModelError::ShapeMismatch { name, .. } if name == "blk.0.attn_k.weight"), "{err}");
+    assert!(
+        matches!(&err, ModelError::ShapeMismatch { name, .. } if name == "blk.0.attn_k.weight"),
+        "{err}"
+    );
     assert!(err.to_string().contains("m.gguf"), "{err}");
 }
 
@@ -48,9 +61,19 @@ fn gguf_shape_mismatch_is_named() {
 fn gguf_unknown_architecture_is_named() {
     let dir = temp_dir("unknown-arch");
     let path = dir.join("m.gguf");
-    write_gguf(&path, TINY, "mamba", GgmlDType::F32, &random_tensors(TINY, 3, false), &[]);
+    write_gguf(
+        &path,
+        TINY,
+        "mamba",
+        GgmlDType::F32,
+        &random_tensors(TINY, 3, false),
+        &[],
+    );
     let err = load(&path).expect_err("must fail");
-    assert!(matches!(&err, ModelError::UnknownArchitecture { arch, .. } if arch == "mamba"), "{err}");
+    assert!(
+        matches!(&err, ModelError::UnknownArchitecture { arch, .. } if arch == "mamba"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -70,7 +93,14 @@ fn not_a_model_file_is_refused() {
 fn truncated_gguf_is_an_error_not_a_panic() {
     let dir = temp_dir("truncated");
     let path = dir.join("m.gguf");
-    write_gguf(&path, TINY, "llama", GgmlDType::Q8_0, &random_tensors(TINY, 4, false), &[]);
+    write_gguf(
+        &path,
+        TINY,
+        "llama",
+        GgmlDType::Q8_0,
+        &random_tensors(TINY, 4, false),
+        &[],
+    );
     let bytes = std::fs::read(&path).expect("read");
     for cut in [8, 100, bytes.len() / 2, bytes.len() - 10] {
         std::fs::write(&path, &bytes[..cut]).expect("write");
@@ -83,19 +113,42 @@ fn truncated_gguf_is_an_error_not_a_panic() {
 fn hf_directory_errors_are_named() {
     let dir = temp_dir("hf-errors");
     let tensors = random_tensors(TINY, 5, false);
-    let model = write_hf_dir(&dir.join("m"), TINY, "MambaForCausalLM", DType::F32, &tensors);
+    let model = write_hf_dir(
+        &dir.join("m"),
+        TINY,
+        "MambaForCausalLM",
+        DType::F32,
+        &tensors,
+    );
     let err = load(&model).expect_err("unknown architecture");
-    assert!(matches!(err, ModelError::UnknownArchitecture { .. }), "{err}");
+    assert!(
+        matches!(err, ModelError::UnknownArchitecture { .. }),
+        "{err}"
+    );
 
-    let model = write_hf_dir(&dir.join("m2"), TINY, "LlamaForCausalLM", DType::F32, &tensors);
+    let model = write_hf_dir(
+        &dir.join("m2"),
+        TINY,
+        "LlamaForCausalLM",
+        DType::F32,
+        &tensors,
+    );
     std::fs::remove_file(model.join("model.safetensors")).expect("rm");
     let err = load(&model).expect_err("no weights");
     assert!(err.to_string().contains("m2"), "{err}");
 
     // Weights load, but a bundle also needs the tokenizer.
-    let model = write_hf_dir(&dir.join("m3"), TINY, "LlamaForCausalLM", DType::F32, &tensors);
+    let model = write_hf_dir(
+        &dir.join("m3"),
+        TINY,
+        "LlamaForCausalLM",
+        DType::F32,
+        &tensors,
+    );
     let source = ModelSource::detect(&model).expect("detected");
-    let err = load_bundle(&CpuBackend::new(), &source, None).err().expect("no tokenizer.json");
+    let err = load_bundle(&CpuBackend::new(), &source, None)
+        .err()
+        .expect("no tokenizer.json");
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }
 
@@ -103,7 +156,14 @@ fn hf_directory_errors_are_named() {
 fn malformed_batches_are_refused() {
     let dir = temp_dir("bad-batch");
     let path = dir.join("m.gguf");
-    write_gguf(&path, TINY, "llama", GgmlDType::F32, &random_tensors(TINY, 6, false), &[]);
+    write_gguf(
+        &path,
+        TINY,
+        "llama",
+        GgmlDType::F32,
+        &random_tensors(TINY, 6, false),
+        &[],
+    );
     let mut runner = common::cpu_runner(&path, 4);
     let bad = [
         // A block id past the pool.

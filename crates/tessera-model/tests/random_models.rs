@@ -11,7 +11,9 @@ use common::tiny::*;
 use common::*;
 use tessera_engine::Runner;
 
-const PROMPT: [u32; 21] = [1, 17, 300, 5, 77, 411, 2, 9, 120, 255, 256, 3, 500, 42, 42, 42, 7, 310, 64, 99, 11];
+const PROMPT: [u32; 21] = [
+    1, 17, 300, 5, 77, 411, 2, 9, 120, 255, 256, 3, 500, 42, 42, 42, 7, 310, 64, 99, 11,
+];
 
 fn our_logits(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
     let mut runner = cpu_runner(path, 16);
@@ -24,10 +26,15 @@ fn our_logits(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
 fn candle_quantized_llama(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
     let mut file = std::fs::File::open(path).expect("open");
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).expect("gguf");
-    let mut model =
-        candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
-            .expect("candle model");
-    let input = Tensor::new(prompt, &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+    let mut model = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+        content,
+        &mut file,
+        &Device::Cpu,
+    )
+    .expect("candle model");
+    let input = Tensor::new(prompt, &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("input");
     model
         .forward(&input, 0)
         .and_then(|t| t.squeeze(0))
@@ -45,7 +52,9 @@ fn gguf_case(dtype: GgmlDType, tied: bool) -> f32 {
     let theirs = candle_quantized_llama(&path, &PROMPT);
     let diff = max_abs_diff(&ours, &theirs);
     let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
-    eprintln!("{dtype:?} tied={tied}: max |tessera - candle| = {diff:.2e} (logit scale {scale:.2})");
+    eprintln!(
+        "{dtype:?} tied={tied}: max |tessera - candle| = {diff:.2e} (logit scale {scale:.2})"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     diff
 }
@@ -57,12 +66,18 @@ fn candle_llama(dir: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
     let config = config.into_config(false);
     // SAFETY: the test owns the file and does not modify it while mapped.
     let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
     }
     .expect("weights");
     let model = Llama::load(vb, &config).expect("candle llama");
     let mut cache = Cache::new(true, DType::F32, &config, &Device::Cpu).expect("cache");
-    let input = Tensor::new(prompt, &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+    let input = Tensor::new(prompt, &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("input");
     model
         .forward(&input, 0, &mut cache)
         .and_then(|t| t.squeeze(0))
@@ -76,11 +91,17 @@ fn candle_qwen2(dir: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
     let config: Config = serde_json::from_str(&text).expect("qwen2 config");
     // SAFETY: as above.
     let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
     }
     .expect("weights");
     let mut model = ModelForCausalLM::new(&config, vb).expect("candle qwen2");
-    let input = Tensor::new(prompt, &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("input");
+    let input = Tensor::new(prompt, &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("input");
     model
         .forward(&input, 0)
         .and_then(|t| t.flatten_all())
@@ -94,14 +115,23 @@ fn assert_close(what: &str, ours: &[f32], theirs: &[f32], tol: f32) {
     let diff = max_abs_diff(ours, theirs);
     let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
     eprintln!("{what}: max |tessera - candle| = {diff:.2e} (logit scale {scale:.2})");
-    assert!(diff <= tol * scale.max(1.0), "{what}: {diff} > {tol} x {scale}");
+    assert!(
+        diff <= tol * scale.max(1.0),
+        "{what}: {diff} > {tol} x {scale}"
+    );
 }
 
 #[test]
 fn hf_llama_matches_candle_llama() {
     for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 1e-4), (DType::F16, 1e-4)] {
         let dir = temp_dir(&format!("hf-llama-{dtype:?}"));
-        write_hf_dir(&dir, TINY, "LlamaForCausalLM", dtype, &random_tensors(TINY, 11, false));
+        write_hf_dir(
+            &dir,
+            TINY,
+            "LlamaForCausalLM",
+            dtype,
+            &random_tensors(TINY, 11, false),
+        );
         let ours = our_logits(&dir, &PROMPT);
         let theirs = candle_llama(&dir, &PROMPT);
         assert_close(&format!("llama {dtype:?}"), &ours, &theirs, tol);
@@ -112,7 +142,13 @@ fn hf_llama_matches_candle_llama() {
 #[test]
 fn hf_qwen2_matches_candle_qwen2() {
     let dir = temp_dir("hf-qwen2");
-    write_hf_dir(&dir, TINY, "Qwen2ForCausalLM", DType::F32, &random_tensors(TINY, 13, true));
+    write_hf_dir(
+        &dir,
+        TINY,
+        "Qwen2ForCausalLM",
+        DType::F32,
+        &random_tensors(TINY, 13, true),
+    );
     let ours = our_logits(&dir, &PROMPT);
     let theirs = candle_qwen2(&dir, &PROMPT);
     assert_close("qwen2 f32", &ours, &theirs, 1e-4);

@@ -36,13 +36,23 @@ fn ids_match_llama_cpp_on_every_fixture_case() {
 #[test]
 fn special_tokens_parse_and_can_be_skipped_when_decoding() {
     let tokenizer = default_tokenizer();
-    let im_start = tokenizer.token_to_id("<|im_start|>").expect("<|im_start|> in vocab");
-    let im_end = tokenizer.token_to_id("<|im_end|>").expect("<|im_end|> in vocab");
-    let ids = tokenizer.encode("<|im_start|>user\nhi<|im_end|>", false).expect("encodes");
+    let im_start = tokenizer
+        .token_to_id("<|im_start|>")
+        .expect("<|im_start|> in vocab");
+    let im_end = tokenizer
+        .token_to_id("<|im_end|>")
+        .expect("<|im_end|> in vocab");
+    let ids = tokenizer
+        .encode("<|im_start|>user\nhi<|im_end|>", false)
+        .expect("encodes");
     assert_eq!(ids.first(), Some(&im_start));
     assert_eq!(ids.last(), Some(&im_end));
     assert_eq!(tokenizer.decode(&ids, true).expect("decodes"), "user\nhi");
-    assert!(tokenizer.eos_token_ids().contains(&im_end), "{:?}", tokenizer.eos_token_ids());
+    assert!(
+        tokenizer.eos_token_ids().contains(&im_end),
+        "{:?}",
+        tokenizer.eos_token_ids()
+    );
 }
 
 #[test]
@@ -68,7 +78,9 @@ fn incremental_detokenization_reproduces_every_fixture_text() {
         }
         chunks.push(detok.flush(&tokenizer).expect("flushes"));
         assert!(
-            chunks.iter().all(|c| !c.contains(char::REPLACEMENT_CHARACTER)),
+            chunks
+                .iter()
+                .all(|c| !c.contains(char::REPLACEMENT_CHARACTER)),
             "{chunks:?}"
         );
         assert_eq!(chunks.concat(), text);

@@ -8,7 +8,10 @@ struct Bytes(Vec<Vec<u8>>);
 
 impl TokenDecoder for Bytes {
     fn decode(&self, ids: &[u32], _skip: bool) -> Result<String, String> {
-        let bytes: Vec<u8> = ids.iter().flat_map(|&i| self.0[i as usize].clone()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| self.0[i as usize].clone())
+            .collect();
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
@@ -26,7 +29,10 @@ impl TokenDecoder for Words {
 
 fn stream(decoder: &impl TokenDecoder, prompt: &[u32], ids: &[u32]) -> Vec<String> {
     let mut detok = IncrementalDetokenizer::new(prompt, false);
-    let mut chunks: Vec<String> = ids.iter().map(|&id| detok.push(decoder, id).unwrap()).collect();
+    let mut chunks: Vec<String> = ids
+        .iter()
+        .map(|&id| detok.push(decoder, id).unwrap())
+        .collect();
     chunks.push(detok.flush(decoder).unwrap());
     chunks
 }
@@ -39,7 +45,11 @@ fn multibyte_characters_are_never_split_across_chunks() {
     let ids: Vec<u32> = (0..text.len() as u32).collect();
     let chunks = stream(&vocab, &[], &ids);
     assert_eq!(chunks.concat(), text);
-    let nonempty: Vec<&str> = chunks.iter().map(String::as_str).filter(|c| !c.is_empty()).collect();
+    let nonempty: Vec<&str> = chunks
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !c.is_empty())
+        .collect();
     assert_eq!(nonempty, ["a", "é", "🙂", "b"]);
 }
 

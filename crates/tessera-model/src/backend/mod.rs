@@ -59,7 +59,8 @@ pub trait Backend: Send + Sync {
 
     /// Moves a weight matrix to the device. Several `parts` are one layer whose
     /// outputs are concatenated (Q|K|V, gate|up): the backend may fuse them.
-    fn upload_linear(&self, parts: Vec<HostMatrix>, bias: Option<Vec<f32>>) -> Result<Self::Linear>;
+    fn upload_linear(&self, parts: Vec<HostMatrix>, bias: Option<Vec<f32>>)
+        -> Result<Self::Linear>;
     /// Moves a vector (norm gains) to the device.
     fn upload_vector(&self, v: Vec<f32>) -> Result<Self::Tensor>;
     /// Moves the rotary table to the device.

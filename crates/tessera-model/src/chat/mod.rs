@@ -381,9 +381,7 @@ fn default_named_template(list: &[serde_json::Value], path: &Path) -> Result<Str
     // transformers refuses too: without a default it cannot know which one is meant.
     Err(ModelError::format(
         path,
-        format!(
-            "'chat_template' lists templates {names:?} but none named \"default\""
-        ),
+        format!("'chat_template' lists templates {names:?} but none named \"default\""),
     ))
 }
 
@@ -491,7 +489,6 @@ fn rewrite_generation_tags(source: &str) -> Cow<'_, str> {
     out.push_str(rest);
     Cow::Owned(out)
 }
-
 
 #[cfg(test)]
 mod tests;

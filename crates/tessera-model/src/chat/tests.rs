@@ -4,7 +4,6 @@ use super::strftime::{civil_from_days, days_from_civil, strftime_utc};
 use super::tojson::py_float_repr;
 use super::*;
 
-
 #[test]
 fn float_repr_matches_python() {
     let cases = [
@@ -53,5 +52,8 @@ fn generation_tags_become_if_blocks() {
         "{% for m in messages %}{%- if true -%}{{ m }}{% endif %}{% endfor %}"
     );
     let untouched = "{{ 'generation' }}{% if generation_x %}{% endif %}";
-    assert!(matches!(rewrite_generation_tags(untouched), Cow::Borrowed(_)));
+    assert!(matches!(
+        rewrite_generation_tags(untouched),
+        Cow::Borrowed(_)
+    ));
 }

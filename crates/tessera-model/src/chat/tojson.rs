@@ -90,7 +90,10 @@ struct JsonStyle {
 
 /// `tojson(ensure_ascii=False, indent=None, separators=None, sort_keys=False)`, the filter
 /// transformers installs, with `json.dumps` output.
-pub(super) fn tojson_filter(value: &Value, args: Rest<ValueOrKwargs>) -> std::result::Result<Value, Error> {
+pub(super) fn tojson_filter(
+    value: &Value,
+    args: Rest<ValueOrKwargs>,
+) -> std::result::Result<Value, Error> {
     const NAMES: [&str; 4] = ["ensure_ascii", "indent", "separators", "sort_keys"];
     let mut positional = Vec::new();
     let mut kwargs: Option<Kwargs> = None;
@@ -345,8 +348,6 @@ fn write_json_str(out: &mut String, s: &str, ensure_ascii: bool) {
     out.push('"');
 }
 
-
 fn present(v: Option<&Value>) -> Option<&Value> {
     v.filter(|v| !v.is_none() && !v.is_undefined())
 }
-

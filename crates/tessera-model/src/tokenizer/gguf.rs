@@ -24,12 +24,7 @@ const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|
 fn pre_tokenizer_regexes(pre: &str) -> Option<(Vec<&'static str>, bool)> {
     Some(match pre {
         "default" => (
-            vec![
-                r"[\p{P}\$\+<=>\^~\|]+",
-                GPT2,
-                r"\p{N}+",
-                "[0-9][0-9][0-9]",
-            ],
+            vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
             false,
         ),
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => (vec![LLAMA3], true),
@@ -275,7 +270,10 @@ fn post_processor(tokens: &[&str], bos: Option<u32>, eos: Option<u32>) -> Json {
     let mut add = |id: u32, seq: &mut Vec<Json>| {
         let content = tokens[id as usize];
         seq.push(json!({"SpecialToken": {"id": content, "type_id": 0}}));
-        special.insert(content.to_string(), json!({"id": content, "ids": [id], "tokens": [content]}));
+        special.insert(
+            content.to_string(),
+            json!({"id": content, "ids": [id], "tokens": [content]}),
+        );
     };
     if let Some(b) = bos {
         add(b, &mut single);
@@ -311,7 +309,10 @@ fn string<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<Option<&'a st
     }
 }
 
-fn string_array<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<Option<Vec<&'a str>>, String> {
+fn string_array<'a>(
+    md: &'a HashMap<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<&'a str>>, String> {
     match md.get(key) {
         None => Ok(None),
         Some(Value::Array(items)) => items

@@ -34,8 +34,8 @@ impl Tokenizer {
     pub fn from_gguf(path: &Path, metadata: &HashMap<String, Value>) -> Result<Self> {
         let built = gguf::build(metadata)
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
-        let inner = tokenizers::Tokenizer::from_bytes(built.json.to_string().as_bytes())
-            .map_err(|e| {
+        let inner =
+            tokenizers::Tokenizer::from_bytes(built.json.to_string().as_bytes()).map_err(|e| {
                 ModelError::Tokenizer(format!(
                     "{}: rebuilding the tokenizer from GGUF metadata: {e}",
                     path.display()
@@ -64,7 +64,9 @@ impl Tokenizer {
         let generation = read_json_if_present(&dir.join("generation_config.json"))?;
         let tok_config = read_json_if_present(&dir.join("tokenizer_config.json"))?;
         for json in [&config, &generation].into_iter().flatten() {
-            tokenizer.eos_token_ids.extend(json_ids(json.get("eos_token_id")));
+            tokenizer
+                .eos_token_ids
+                .extend(json_ids(json.get("eos_token_id")));
             if tokenizer.bos_token_id.is_none() {
                 tokenizer.bos_token_id = json_ids(json.get("bos_token_id")).first().copied();
             }
@@ -139,7 +141,11 @@ impl Tokenizer {
 }
 
 impl tessera_engine::TokenDecoder for Tokenizer {
-    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> std::result::Result<String, String> {
+    fn decode(
+        &self,
+        ids: &[u32],
+        skip_special_tokens: bool,
+    ) -> std::result::Result<String, String> {
         Tokenizer::decode(self, ids, skip_special_tokens).map_err(|e| e.to_string())
     }
 }
@@ -157,7 +163,11 @@ fn read_json_if_present(path: &Path) -> Result<Option<Json>> {
 /// `eos_token_id` may be one id or a list of them.
 fn json_ids(value: Option<&Json>) -> Vec<u32> {
     match value {
-        Some(Json::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).into_iter().collect(),
+        Some(Json::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .into_iter()
+            .collect(),
         Some(Json::Array(items)) => items
             .iter()
             .filter_map(|n| n.as_u64().and_then(|n| u32::try_from(n).ok()))

@@ -60,7 +60,9 @@ pub struct Blocks {
 
 impl Blocks {
     pub fn table(&self, seq: usize) -> Vec<u32> {
-        (0..self.per_seq).map(|b| (seq * self.per_seq + b) as u32).collect()
+        (0..self.per_seq)
+            .map(|b| (seq * self.per_seq + b) as u32)
+            .collect()
     }
 }
 
@@ -69,12 +71,14 @@ pub fn batch(chunks: Vec<(Vec<u32>, usize, Vec<u32>, bool)>) -> Batch {
     Batch {
         chunks: chunks
             .into_iter()
-            .map(|(token_ids, start_position, block_table, wants_logits)| SequenceChunk {
-                token_ids,
-                start_position,
-                block_table,
-                wants_logits,
-            })
+            .map(
+                |(token_ids, start_position, block_table, wants_logits)| SequenceChunk {
+                    token_ids,
+                    start_position,
+                    block_table,
+                    wants_logits,
+                },
+            )
             .collect(),
     }
 }
@@ -93,5 +97,8 @@ pub fn argmax(xs: &[f32]) -> u32 {
 /// Largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

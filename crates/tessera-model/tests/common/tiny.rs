@@ -48,7 +48,11 @@ pub fn random_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 }
 
 /// GGUF-named tensors of a random Llama (or Qwen2 with `bias`) model, f32.
-pub fn random_tensors(shape: TinyShape, seed: u64, bias: bool) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+pub fn random_tensors(
+    shape: TinyShape,
+    seed: u64,
+    bias: bool,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let (h, i, d) = (shape.hidden, shape.intermediate, shape.head_dim());
     let q = shape.heads * d;
     let kv = shape.kv_heads * d;
@@ -57,7 +61,10 @@ pub fn random_tensors(shape: TinyShape, seed: u64, bias: bool) -> Vec<(String, V
     let mut add = |name: String, dims: Vec<usize>, scale: f32, offset: f32| {
         n += 1;
         let len = dims.iter().product();
-        let v = random_values(len, n, scale).into_iter().map(|x| x + offset).collect();
+        let v = random_values(len, n, scale)
+            .into_iter()
+            .map(|x| x + offset)
+            .collect();
         out.push((name, dims, v));
     };
     add("token_embd.weight".into(), vec![shape.vocab, h], 1.0, 0.0);
@@ -76,10 +83,20 @@ pub fn random_tensors(shape: TinyShape, seed: u64, bias: bool) -> Vec<(String, V
         add(format!("blk.{l}.ffn_norm.weight"), vec![h], 0.2, 1.0);
         add(format!("blk.{l}.ffn_gate.weight"), vec![i, h], w, 0.0);
         add(format!("blk.{l}.ffn_up.weight"), vec![i, h], w, 0.0);
-        add(format!("blk.{l}.ffn_down.weight"), vec![h, i], 1.0 / (i as f32).sqrt(), 0.0);
+        add(
+            format!("blk.{l}.ffn_down.weight"),
+            vec![h, i],
+            1.0 / (i as f32).sqrt(),
+            0.0,
+        );
     }
     add("output_norm.weight".into(), vec![h], 0.2, 1.0);
-    add("output.weight".into(), vec![shape.vocab, h], 1.0 / (h as f32).sqrt(), 0.0);
+    add(
+        "output.weight".into(),
+        vec![shape.vocab, h],
+        1.0 / (h as f32).sqrt(),
+        0.0,
+    );
     out
 }
 
@@ -99,7 +116,11 @@ pub fn write_gguf(
         .filter(|(name, _, _)| !skip.contains(&name.as_str()))
         .map(|(name, dims, v)| {
             let t = Tensor::from_vec(v.clone(), dims.as_slice(), &dev).expect("tensor");
-            let dt = if dims.len() == 2 { dtype } else { GgmlDType::F32 };
+            let dt = if dims.len() == 2 {
+                dtype
+            } else {
+                GgmlDType::F32
+            };
             (name.clone(), QTensor::quantize(&t, dt).expect("quantize"))
         })
         .collect();
@@ -108,13 +129,22 @@ pub fn write_gguf(
         ("general.architecture".into(), Value::String(arch.into())),
         (key("context_length"), Value::U32(512)),
         (key("embedding_length"), Value::U32(shape.hidden as u32)),
-        (key("feed_forward_length"), Value::U32(shape.intermediate as u32)),
+        (
+            key("feed_forward_length"),
+            Value::U32(shape.intermediate as u32),
+        ),
         (key("block_count"), Value::U32(shape.layers as u32)),
         (key("attention.head_count"), Value::U32(shape.heads as u32)),
-        (key("attention.head_count_kv"), Value::U32(shape.kv_heads as u32)),
+        (
+            key("attention.head_count_kv"),
+            Value::U32(shape.kv_heads as u32),
+        ),
         (key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
         (key("rope.freq_base"), Value::F32(10000.0)),
-        (key("rope.dimension_count"), Value::U32(shape.head_dim() as u32)),
+        (
+            key("rope.dimension_count"),
+            Value::U32(shape.head_dim() as u32),
+        ),
         (key("vocab_size"), Value::U32(shape.vocab as u32)),
     ];
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();

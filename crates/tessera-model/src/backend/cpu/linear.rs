@@ -45,7 +45,8 @@ impl CpuLinear {
                     p.name, p.cols, cols
                 )));
             }
-            if !p.cols.is_multiple_of(p.dtype.block_size()) || p.data.len() != p.rows * p.row_bytes()
+            if !p.cols.is_multiple_of(p.dtype.block_size())
+                || p.data.len() != p.rows * p.row_bytes()
             {
                 return Err(ModelError::Backend(format!(
                     "{}: {} bytes do not hold {}x{} {:?} values",
@@ -64,7 +65,11 @@ impl CpuLinear {
                 data.extend_from_slice(&p.data);
             }
             parts = vec![HostMatrix {
-                name: parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("+"),
+                name: parts
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
                 dtype,
                 rows,
                 cols,
@@ -143,7 +148,9 @@ impl CpuLinear {
     /// Dequantized rows `ids` of the (single-part) matrix: an embedding lookup.
     pub fn gather(&self, ids: &[u32]) -> Result<CpuTensor> {
         let [part] = &self.parts[..] else {
-            return Err(ModelError::Backend("embedding table must be one matrix".into()));
+            return Err(ModelError::Backend(
+                "embedding table must be one matrix".into(),
+            ));
         };
         let storage = part
             .blocks

@@ -142,12 +142,20 @@ impl Backend for CpuBackend {
         batch: &FlatBatch,
     ) -> Result<()> {
         let d = shape.head_dim;
-        check_width("rotary", qkv.cols, (shape.num_heads + 2 * shape.num_kv_heads) * d)?;
+        check_width(
+            "rotary",
+            qkv.cols,
+            (shape.num_heads + 2 * shape.num_kv_heads) * d,
+        )?;
         check_width("rotary table", rope.head_dim, d)?;
         let half = d / 2;
         let rotated = (shape.num_heads + shape.num_kv_heads) * d;
         let interleaved = rope.style == crate::config::RopeStyle::Interleaved;
-        if let Some(&p) = batch.positions.iter().find(|&&p| p as usize >= rope.max_positions) {
+        if let Some(&p) = batch
+            .positions
+            .iter()
+            .find(|&&p| p as usize >= rope.max_positions)
+        {
             return Err(ModelError::InvalidBatch(format!(
                 "position {p} beyond the rotary table of {}",
                 rope.max_positions

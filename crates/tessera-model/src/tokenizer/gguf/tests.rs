@@ -2,7 +2,9 @@
 //! (expected pieces from Hugging Face's Llama 3, Qwen2 and StarCoder/SmolLM2
 //! tokenizers, whose tokenizer.json carry these same regexes).
 
-use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, PreTokenizerWrapper};
+use tokenizers::{
+    OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, PreTokenizerWrapper,
+};
 
 use super::*;
 
@@ -53,9 +55,18 @@ fn default_splits_punctuation_runs_first() {
 #[test]
 fn unknown_pre_tokenizer_is_rejected_by_name() {
     let mut md = HashMap::new();
-    md.insert("tokenizer.ggml.model".to_string(), Value::String("gpt2".into()));
-    md.insert("tokenizer.ggml.pre".to_string(), Value::String("no-such-pre".into()));
-    md.insert("tokenizer.ggml.tokens".to_string(), Value::Array(vec![Value::String("a".into())]));
+    md.insert(
+        "tokenizer.ggml.model".to_string(),
+        Value::String("gpt2".into()),
+    );
+    md.insert(
+        "tokenizer.ggml.pre".to_string(),
+        Value::String("no-such-pre".into()),
+    );
+    md.insert(
+        "tokenizer.ggml.tokens".to_string(),
+        Value::Array(vec![Value::String("a".into())]),
+    );
     md.insert("tokenizer.ggml.merges".to_string(), Value::Array(vec![]));
     let err = build(&md).err().expect("rejected");
     assert!(err.contains("no-such-pre"), "{err}");
@@ -71,7 +82,10 @@ fn sentencepiece_merges_by_score_with_byte_fallback() {
         tokens.push(format!("<0x{b:02X}>"));
         types.push(6);
     }
-    let normal = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "llo", "▁he", "▁hello", "▁w", "or", "▁wor", "▁world", "ld"];
+    let normal = [
+        "▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "llo", "▁he", "▁hello", "▁w", "or",
+        "▁wor", "▁world", "ld",
+    ];
     let first_normal = tokens.len();
     for t in normal {
         tokens.push(t.into());
@@ -81,13 +95,31 @@ fn sentencepiece_merges_by_score_with_byte_fallback() {
     let scores: Vec<f32> = tokens
         .iter()
         .enumerate()
-        .map(|(i, t)| if i >= first_normal { t.chars().count() as f32 } else { 0.0 })
+        .map(|(i, t)| {
+            if i >= first_normal {
+                t.chars().count() as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mut md = HashMap::new();
-    md.insert("tokenizer.ggml.model".to_string(), Value::String("llama".into()));
-    md.insert("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect()));
-    md.insert("tokenizer.ggml.token_type".to_string(), Value::Array(types.iter().map(|&t| Value::I32(t)).collect()));
-    md.insert("tokenizer.ggml.scores".to_string(), Value::Array(scores.iter().map(|&s| Value::F32(s)).collect()));
+    md.insert(
+        "tokenizer.ggml.model".to_string(),
+        Value::String("llama".into()),
+    );
+    md.insert(
+        "tokenizer.ggml.tokens".to_string(),
+        Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect()),
+    );
+    md.insert(
+        "tokenizer.ggml.token_type".to_string(),
+        Value::Array(types.iter().map(|&t| Value::I32(t)).collect()),
+    );
+    md.insert(
+        "tokenizer.ggml.scores".to_string(),
+        Value::Array(scores.iter().map(|&s| Value::F32(s)).collect()),
+    );
     md.insert("tokenizer.ggml.bos_token_id".to_string(), Value::U32(1));
     md.insert("tokenizer.ggml.eos_token_id".to_string(), Value::U32(2));
     md.insert("tokenizer.ggml.unknown_token_id".to_string(), Value::U32(0));
@@ -97,6 +129,9 @@ fn sentencepiece_merges_by_score_with_byte_fallback() {
     let enc = tok.encode_fast("hello world!", true).expect("encodes");
     // BOS added by default for SentencePiece; "!" is not a piece: byte 0x21.
     assert_eq!(enc.get_ids(), [1, id("▁hello"), id("▁world"), id("<0x21>")]);
-    assert_eq!(tok.decode(enc.get_ids(), true).expect("decodes"), "hello world!");
+    assert_eq!(
+        tok.decode(enc.get_ids(), true).expect("decodes"),
+        "hello world!"
+    );
     assert_eq!(built.eos_token_ids, [2]);
 }
