@@ -3,6 +3,7 @@
 //! The model side plugs in through the [`Runner`] trait.
 
 pub mod batch;
+pub mod block_pool;
 pub mod detokenize;
 pub mod runner;
 

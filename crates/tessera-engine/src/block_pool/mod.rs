@@ -1,0 +1,225 @@
+//! The paged-KV block pool: which blocks are free, who shares which, and which
+//! full blocks still hold a reusable prefix.
+//!
+//! A block is *in use* while its reference count is positive. At zero it joins
+//! the free list, least recently used first; if it was a full block of a prompt
+//! prefix it stays findable by its hash until it is handed out again, so a later
+//! request with the same prefix reuses it instead of recomputing it.
+
+mod hash;
+
+use std::collections::HashMap;
+
+pub use hash::{block_hashes, BlockHash};
+
+/// Index of a KV block in the runner's cache.
+pub type BlockId = u32;
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+struct Block {
+    ref_count: u32,
+    /// Set while the block is registered in the prefix cache.
+    hash: Option<BlockHash>,
+    /// Free-list links (valid while `ref_count == 0`).
+    prev: u32,
+    next: u32,
+}
+
+/// Counters of the prefix cache, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCacheStats {
+    /// Full prompt blocks looked up.
+    pub queried_blocks: u64,
+    /// Of those, found cached.
+    pub hit_blocks: u64,
+}
+
+/// A fixed pool of KV blocks with reference counts, an LRU free list and a
+/// prefix cache keyed by chain hashes of full blocks.
+#[derive(Debug, Clone)]
+pub struct BlockPool {
+    blocks: Vec<Block>,
+    block_size: usize,
+    free_head: u32,
+    free_tail: u32,
+    num_free: usize,
+    cached: HashMap<BlockHash, BlockId>,
+    prefix_caching: bool,
+    stats: PrefixCacheStats,
+}
+
+impl BlockPool {
+    /// A pool of `num_blocks` free blocks of `block_size` tokens.
+    pub fn new(num_blocks: usize, block_size: usize, prefix_caching: bool) -> Self {
+        let n = u32::try_from(num_blocks).unwrap_or(NIL - 1).min(NIL - 1);
+        let blocks = (0..n)
+            .map(|i| Block {
+                ref_count: 0,
+                hash: None,
+                prev: if i == 0 { NIL } else { i - 1 },
+                next: if i + 1 == n { NIL } else { i + 1 },
+            })
+            .collect();
+        Self {
+            blocks,
+            block_size: block_size.max(1),
+            free_head: if n == 0 { NIL } else { 0 },
+            free_tail: if n == 0 { NIL } else { n - 1 },
+            num_free: n as usize,
+            cached: HashMap::new(),
+            prefix_caching,
+            stats: PrefixCacheStats::default(),
+        }
+    }
+
+    /// Tokens per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Blocks in the pool.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Blocks not in use (some may still hold a cached prefix).
+    pub fn num_free(&self) -> usize {
+        self.num_free
+    }
+
+    /// Whether full blocks are registered for reuse.
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix_caching
+    }
+
+    /// Prefix-cache counters so far.
+    pub fn stats(&self) -> PrefixCacheStats {
+        self.stats
+    }
+
+    /// The reference count of `block` (for tests and assertions).
+    pub fn ref_count(&self, block: BlockId) -> u32 {
+        self.blocks.get(block as usize).map_or(0, |b| b.ref_count)
+    }
+
+    /// Takes `n` blocks, all or nothing, evicting the least recently used cached
+    /// blocks as needed. Each returned block has reference count 1.
+    pub fn allocate(&mut self, n: usize) -> Option<Vec<BlockId>> {
+        if n > self.num_free {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = self.free_head;
+            self.unlink(id);
+            let block = &mut self.blocks[id as usize];
+            block.ref_count = 1;
+            if let Some(hash) = block.hash.take() {
+                self.cached.remove(&hash);
+            }
+            out.push(id);
+        }
+        Some(out)
+    }
+
+    /// Adds a reference to each block (a sequence reusing a cached prefix, or a
+    /// sibling sample sharing its prompt).
+    pub fn share(&mut self, blocks: &[BlockId]) {
+        for &id in blocks {
+            if self.blocks[id as usize].ref_count == 0 {
+                self.unlink(id);
+            }
+            self.blocks[id as usize].ref_count += 1;
+        }
+    }
+
+    /// Drops one reference to each block. Blocks are released last to first, so
+    /// that a sequence's tail, the part least likely to be shared, is evicted
+    /// first. Releasing a block with no references is a bug and panics.
+    pub fn free(&mut self, blocks: &[BlockId]) {
+        for &id in blocks.iter().rev() {
+            let block = &mut self.blocks[id as usize];
+            assert!(block.ref_count > 0, "block {id} freed twice");
+            block.ref_count -= 1;
+            if block.ref_count == 0 {
+                self.push_free(id);
+            }
+        }
+    }
+
+    /// The longest run of cached blocks matching `hashes` from the start. Each
+    /// returned block gains a reference.
+    pub fn take_cached_prefix(&mut self, hashes: &[BlockHash]) -> Vec<BlockId> {
+        if !self.prefix_caching {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for hash in hashes {
+            match self.cached.get(hash) {
+                Some(&id) => found.push(id),
+                None => break,
+            }
+        }
+        self.stats.queried_blocks += hashes.len() as u64;
+        self.stats.hit_blocks += found.len() as u64;
+        self.share(&found);
+        found
+    }
+
+    /// Registers a block whose tokens are all computed under its chain hash. A
+    /// hash already cached (the same prefix computed twice at once) keeps its
+    /// first block.
+    pub fn cache_full_block(&mut self, block: BlockId, hash: BlockHash) {
+        if !self.prefix_caching || self.blocks[block as usize].hash.is_some() {
+            return;
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = self.cached.entry(hash) {
+            e.insert(block);
+            self.blocks[block as usize].hash = Some(hash);
+        }
+    }
+
+    /// Forgets every cached prefix (the free blocks stay free).
+    pub fn reset_prefix_cache(&mut self) {
+        self.cached.clear();
+        for block in &mut self.blocks {
+            block.hash = None;
+        }
+    }
+
+    fn unlink(&mut self, id: BlockId) {
+        let (prev, next) = {
+            let b = &self.blocks[id as usize];
+            (b.prev, b.next)
+        };
+        match prev {
+            NIL => self.free_head = next,
+            p => self.blocks[p as usize].next = next,
+        }
+        match next {
+            NIL => self.free_tail = prev,
+            n => self.blocks[n as usize].prev = prev,
+        }
+        self.num_free -= 1;
+    }
+
+    fn push_free(&mut self, id: BlockId) {
+        let tail = self.free_tail;
+        {
+            let b = &mut self.blocks[id as usize];
+            b.prev = tail;
+            b.next = NIL;
+        }
+        match tail {
+            NIL => self.free_head = id,
+            t => self.blocks[t as usize].next = id,
+        }
+        self.free_tail = id;
+        self.num_free += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests;
