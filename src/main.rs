@@ -1,5 +1,6 @@
 //! The `tessera` command line: a thin layer over the library crates.
 
+mod engine_setup;
 mod generate;
 mod model_path;
 

@@ -5,8 +5,15 @@
 pub mod batch;
 pub mod block_pool;
 pub mod detokenize;
+pub mod engine;
+pub mod request;
 pub mod runner;
+pub mod scheduler;
+pub mod stop;
 
 pub use batch::{Batch, SequenceChunk};
 pub use detokenize::{IncrementalDetokenizer, TokenDecoder};
 pub use runner::{Logits, Runner};
+
+pub mod sampling;
+pub use sampling::{SampledToken, Sampler, SamplingError, SamplingParams};

@@ -1,0 +1,318 @@
+//! One engine step: schedule, run the model, sample, stream outputs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::sample_state::SampleState;
+use super::{EngineConfig, EngineStats};
+use crate::batch::{Batch, SequenceChunk};
+use crate::block_pool::BlockPool;
+use crate::detokenize::TokenDecoder;
+use crate::request::{FinishReason, Request, RequestId, RequestOutput, TokenLogprob, Usage};
+use crate::runner::Runner;
+use crate::sampling::SamplingParams;
+use crate::scheduler::{SeqId, Scheduler, SchedulerConfig, Sequence};
+
+/// A request in flight: where its outputs go and what it has used.
+struct RequestState {
+    sink: UnboundedSender<RequestOutput>,
+    params: Arc<SamplingParams>,
+    priority: crate::request::Priority,
+    arrival: u64,
+    prompt: Vec<u32>,
+    /// Sequences of this request still in the engine.
+    seqs: Vec<SeqId>,
+    /// The `n - 1` other samples are forked from the first once its prompt is
+    /// computed, so they share its prompt blocks.
+    forked: bool,
+    admitted: bool,
+    completion_tokens: usize,
+    cached_prompt_tokens: usize,
+}
+
+/// The engine's state, driven by the loop thread.
+pub(super) struct EngineCore<R: Runner, D: TokenDecoder> {
+    runner: R,
+    decoder: Arc<D>,
+    config: EngineConfig,
+    scheduler: Scheduler,
+    requests: HashMap<RequestId, RequestState>,
+    samples: HashMap<SeqId, SampleState>,
+    next_seq: SeqId,
+    next_arrival: u64,
+    max_len: usize,
+    stats: Arc<EngineStats>,
+    /// Called once per request when it leaves the waiting queue.
+    on_admit: Box<dyn Fn() + Send>,
+}
+
+impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
+    pub fn new(
+        runner: R,
+        decoder: Arc<D>,
+        config: EngineConfig,
+        stats: Arc<EngineStats>,
+        on_admit: Box<dyn Fn() + Send>,
+    ) -> Self {
+        let pool = BlockPool::new(runner.num_blocks(), runner.block_size(), config.enable_prefix_caching);
+        let max_len = max_sequence_len(&runner);
+        let scheduler = Scheduler::new(
+            SchedulerConfig {
+                max_num_batched_tokens: config.max_num_batched_tokens.max(1),
+                max_num_seqs: config.max_num_seqs.max(1),
+            },
+            pool,
+        );
+        Self {
+            runner,
+            decoder,
+            config,
+            scheduler,
+            requests: HashMap::new(),
+            samples: HashMap::new(),
+            next_seq: 0,
+            next_arrival: 0,
+            max_len,
+            stats,
+            on_admit,
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.scheduler.is_idle()
+    }
+
+    /// Queues a validated request.
+    pub fn add(&mut self, id: RequestId, request: Request, sink: UnboundedSender<RequestOutput>) {
+        let params = Arc::new(request.params);
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        let seq = self.new_seq(id, 0, &params, request.priority, arrival, request.prompt_token_ids.clone(), Vec::new());
+        self.requests.insert(
+            id,
+            RequestState {
+                sink,
+                forked: params.n == 1,
+                params,
+                priority: request.priority,
+                arrival,
+                prompt: request.prompt_token_ids,
+                seqs: vec![seq],
+                admitted: false,
+                completion_tokens: 0,
+                cached_prompt_tokens: 0,
+            },
+        );
+    }
+
+    /// Drops a request and frees its blocks.
+    pub fn abort(&mut self, id: RequestId) {
+        if let Some(state) = self.requests.remove(&id) {
+            for seq in state.seqs {
+                self.scheduler.remove(seq);
+                self.samples.remove(&seq);
+            }
+            if !state.admitted {
+                (self.on_admit)();
+            }
+        }
+    }
+
+    /// Runs one step. Returns whether there was work.
+    pub fn step(&mut self) -> bool {
+        let start = Instant::now();
+        let plan = self.scheduler.schedule();
+        if plan.is_empty() {
+            return false;
+        }
+        let mut batch = Batch::default();
+        for p in &plan {
+            let Some(seq) = self.scheduler.get(p.seq) else { continue };
+            let from = seq.num_computed;
+            let to = from + p.num_tokens;
+            if from < seq.prompt_len {
+                let computed = to.min(seq.prompt_len) - from;
+                EngineStats::add(&self.stats.prompt_tokens_computed, computed as u64);
+            }
+            batch.chunks.push(SequenceChunk {
+                token_ids: seq.tokens[from..to].to_vec(),
+                start_position: from,
+                block_table: seq.block_table.clone(),
+                wants_logits: to == seq.tokens.len(),
+            });
+            self.note_admitted(p.seq);
+        }
+        let forward_start = Instant::now();
+        let result = self.runner.execute(&batch);
+        let forward = forward_start.elapsed();
+        match result {
+            Ok(logits) => {
+                let mut row = 0;
+                for (p, chunk) in plan.iter().zip(&batch.chunks) {
+                    self.scheduler.mark_computed(p.seq, p.num_tokens);
+                    if chunk.wants_logits && row < logits.rows() {
+                        self.on_logits(p.seq, logits.row(row));
+                        row += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                let message = format!("model forward failed: {e}");
+                let ids: Vec<RequestId> = plan
+                    .iter()
+                    .filter_map(|p| self.samples.get(&p.seq).map(|s| s.request))
+                    .collect();
+                for id in ids {
+                    self.fail(id, &message);
+                }
+            }
+        }
+        let s = &self.stats;
+        EngineStats::add(&s.steps, 1);
+        s.preemptions
+            .store(self.scheduler.num_preemptions(), std::sync::atomic::Ordering::Relaxed);
+        EngineStats::add(&s.forward_nanos, forward.as_nanos() as u64);
+        EngineStats::add(&s.step_nanos, start.elapsed().as_nanos() as u64);
+        true
+    }
+
+    fn note_admitted(&mut self, seq: SeqId) {
+        let Some(sample) = self.samples.get(&seq) else { return };
+        let Some(state) = self.requests.get_mut(&sample.request) else { return };
+        if !state.admitted {
+            state.admitted = true;
+            let cached = self.scheduler.get(seq).map_or(0, |s| s.cached_prompt_tokens);
+            state.cached_prompt_tokens = cached;
+            EngineStats::add(&self.stats.prompt_tokens_cached, cached as u64);
+            (self.on_admit)();
+        }
+    }
+
+    /// Samples the next token of `seq` and sends what it produced.
+    fn on_logits(&mut self, seq_id: SeqId, logits: &[f32]) {
+        let Some(seq) = self.scheduler.get(seq_id) else { return };
+        let Some(sample) = self.samples.get_mut(&seq_id) else { return };
+        let mut scratch = logits.to_vec();
+        let sampled = sample.sampler.sample(
+            &mut scratch,
+            &seq.tokens[..seq.prompt_len],
+            seq.output(),
+            &self.config.eos_token_ids,
+        );
+        let request = sample.request;
+        let Some(seq) = self.scheduler.get_mut(seq_id) else { return };
+        seq.tokens.push(sampled.token);
+        let num_output = seq.tokens.len() - seq.prompt_len;
+        let at_limit = seq.tokens.len() >= self.max_len;
+        EngineStats::add(&self.stats.generated_tokens, 1);
+        self.fork_samples(request, seq_id);
+
+        let decoder = self.decoder.clone();
+        let Some(sample) = self.samples.get_mut(&seq_id) else { return };
+        let index = sample.index;
+        let effect = match sample.on_token(&*decoder, sampled.token, num_output, at_limit, &self.config.eos_token_ids) {
+            Ok(effect) => effect,
+            Err(e) => {
+                self.fail(request, &format!("detokenization failed: {e}"));
+                return;
+            }
+        };
+        let logprobs = match sampled.logprob {
+            Some(logprob) => vec![TokenLogprob {
+                token: sampled.token,
+                logprob,
+                top: sampled.top_logprobs,
+            }],
+            None => Vec::new(),
+        };
+        let Some(state) = self.requests.get_mut(&request) else { return };
+        state.completion_tokens += 1;
+        let mut output = RequestOutput {
+            index,
+            text: effect.text,
+            token_ids: vec![sampled.token],
+            logprobs,
+            ..RequestOutput::default()
+        };
+        if let Some((reason, stop)) = effect.finish {
+            output.finish_reason = Some(reason);
+            output.stop_reason = stop;
+            state.seqs.retain(|&s| s != seq_id);
+            self.scheduler.remove(seq_id);
+            self.samples.remove(&seq_id);
+            if state.seqs.is_empty() && state.forked {
+                output.usage = Some(Usage {
+                    prompt_tokens: state.prompt.len(),
+                    completion_tokens: state.completion_tokens,
+                    cached_prompt_tokens: state.cached_prompt_tokens,
+                });
+            }
+        }
+        let done = output.usage.is_some();
+        if state.sink.send(output).is_err() || done {
+            // The receiver is gone (client left), or the request is complete.
+            self.abort(request);
+        }
+    }
+
+    /// After the first sample's prompt is computed, starts the other `n - 1`
+    /// sharing its full prompt blocks.
+    fn fork_samples(&mut self, request: RequestId, leader: SeqId) {
+        let block_size = self.scheduler.pool().block_size();
+        let Some(state) = self.requests.get(&request) else { return };
+        if state.forked {
+            return;
+        }
+        let (params, priority, arrival, prompt) =
+            (state.params.clone(), state.priority, state.arrival, state.prompt.clone());
+        let shared_blocks = (prompt.len() - 1) / block_size;
+        let mut new = Vec::new();
+        for index in 1..params.n {
+            let blocks = self.scheduler.share_blocks(leader, shared_blocks);
+            new.push(self.new_seq(request, index, &params, priority, arrival, prompt.clone(), blocks));
+        }
+        if let Some(state) = self.requests.get_mut(&request) {
+            state.forked = true;
+            state.seqs.extend(new);
+        }
+    }
+
+    fn new_seq(
+        &mut self,
+        request: RequestId,
+        index: usize,
+        params: &Arc<SamplingParams>,
+        priority: crate::request::Priority,
+        arrival: u64,
+        prompt: Vec<u32>,
+        shared_blocks: Vec<u32>,
+    ) -> SeqId {
+        let id = self.next_seq;
+        self.next_seq += 1;
+        let block_size = self.scheduler.pool().block_size();
+        self.samples.insert(id, SampleState::new(request, index, params.clone(), &prompt));
+        self.scheduler.add(Sequence::new(id, priority, arrival, prompt, shared_blocks, block_size));
+        id
+    }
+
+    /// Ends a request with an error message.
+    fn fail(&mut self, request: RequestId, message: &str) {
+        if let Some(state) = self.requests.get(&request) {
+            let _ = state.sink.send(RequestOutput {
+                finish_reason: Some(FinishReason::Abort),
+                error: Some(message.to_string()),
+                ..RequestOutput::default()
+            });
+        }
+        self.abort(request);
+    }
+}
+
+/// The longest sequence the engine runs: the model's context, or the whole KV
+/// pool if that is smaller.
+pub(super) fn max_sequence_len(runner: &impl Runner) -> usize {
+    runner.max_model_len().min(runner.num_blocks() * runner.block_size())
+}

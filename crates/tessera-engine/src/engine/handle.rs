@@ -1,0 +1,227 @@
+//! The engine thread and the handle clients use to reach it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::core::{max_sequence_len, EngineCore};
+use super::{EngineConfig, EngineStats, StatsSnapshot};
+use crate::detokenize::TokenDecoder;
+use crate::request::{Request, RequestId, RequestOutput};
+use crate::runner::Runner;
+use crate::sampling::SamplingError;
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    /// The waiting queue is full: try again later (HTTP 429).
+    #[error("the engine is overloaded: {0} requests are already waiting")]
+    QueueFull(usize),
+    /// The request can never run (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// A sampling parameter is out of range (HTTP 400).
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    /// The engine thread has stopped.
+    #[error("the engine has shut down")]
+    Shutdown,
+}
+
+enum Command {
+    Add {
+        id: RequestId,
+        request: Request,
+        sink: UnboundedSender<RequestOutput>,
+    },
+    Abort(RequestId),
+}
+
+/// Limits a request is checked against before it is queued.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_len: usize,
+    vocab_size: usize,
+    max_waiting: usize,
+}
+
+struct Shared {
+    limits: Limits,
+    waiting: AtomicUsize,
+    next_id: AtomicU64,
+    stats: Arc<EngineStats>,
+}
+
+/// A cheap, cloneable way in to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+/// Starts the engine loop on its own thread. It runs until every handle and
+/// stream is dropped.
+pub fn spawn<R, D>(runner: R, decoder: Arc<D>, config: EngineConfig) -> std::io::Result<EngineHandle>
+where
+    R: Runner + 'static,
+    D: TokenDecoder + Send + Sync + 'static,
+{
+    let stats = Arc::new(EngineStats::default());
+    let shared = Arc::new(Shared {
+        limits: Limits {
+            max_len: max_sequence_len(&runner),
+            vocab_size: config.vocab_size,
+            max_waiting: config.max_waiting_requests,
+        },
+        waiting: AtomicUsize::new(0),
+        next_id: AtomicU64::new(0),
+        stats: stats.clone(),
+    });
+    let (tx, rx) = mpsc::channel();
+    let admitted = shared.clone();
+    let on_admit = Box::new(move || {
+        admitted.waiting.fetch_sub(1, Ordering::AcqRel);
+    });
+    let mut core = EngineCore::new(runner, decoder, config, stats, on_admit);
+    std::thread::Builder::new()
+        .name("tessera-engine".into())
+        .spawn(move || run_loop(&mut core, &rx))?;
+    Ok(EngineHandle { tx, shared })
+}
+
+fn run_loop<R: Runner, D: TokenDecoder>(core: &mut EngineCore<R, D>, rx: &mpsc::Receiver<Command>) {
+    loop {
+        if core.is_idle() {
+            match rx.recv() {
+                Ok(cmd) => apply(core, cmd),
+                Err(_) => return,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => apply(core, cmd),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) if core.is_idle() => return,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        }
+        core.step();
+    }
+}
+
+fn apply<R: Runner, D: TokenDecoder>(core: &mut EngineCore<R, D>, cmd: Command) {
+    match cmd {
+        Command::Add { id, request, sink } => core.add(id, request, sink),
+        Command::Abort(id) => core.abort(id),
+    }
+}
+
+impl EngineHandle {
+    /// Checks and queues a request; its outputs arrive on the returned stream.
+    /// Fails fast when the waiting queue is full or the request can never run.
+    pub fn submit(&self, request: Request) -> Result<OutputStream, SubmitError> {
+        let limits = self.shared.limits;
+        let prompt = &request.prompt_token_ids;
+        if prompt.is_empty() {
+            return Err(SubmitError::Invalid("the prompt is empty".into()));
+        }
+        if prompt.len() >= limits.max_len {
+            return Err(SubmitError::Invalid(format!(
+                "the prompt has {} tokens, but this model's context (or KV cache) holds {} \
+                 including at least one generated token",
+                prompt.len(),
+                limits.max_len
+            )));
+        }
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= limits.vocab_size) {
+            return Err(SubmitError::Invalid(format!(
+                "prompt token id {bad} is outside the vocabulary of {} tokens",
+                limits.vocab_size
+            )));
+        }
+        request.params.validate(limits.vocab_size)?;
+        let waiting = self.shared.waiting.fetch_add(1, Ordering::AcqRel);
+        if waiting >= limits.max_waiting {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::QueueFull(waiting));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sink, rx) = unbounded_channel();
+        if self.tx.send(Command::Add { id, request, sink }).is_err() {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::Shutdown);
+        }
+        Ok(OutputStream {
+            id,
+            rx,
+            tx: self.tx.clone(),
+            finished: false,
+        })
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Longest sequence (prompt plus output) a request may reach.
+    pub fn max_len(&self) -> usize {
+        self.shared.limits.max_len
+    }
+
+    /// Requests queued but not yet started.
+    pub fn num_waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Acquire)
+    }
+}
+
+/// The outputs of one request. Dropping it before the end aborts the request.
+pub struct OutputStream {
+    id: RequestId,
+    rx: UnboundedReceiver<RequestOutput>,
+    tx: mpsc::Sender<Command>,
+    finished: bool,
+}
+
+impl OutputStream {
+    /// The request's id.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// The next output, or `None` after the last.
+    pub async fn next(&mut self) -> Option<RequestOutput> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next output, blocking the thread (not for async contexts).
+    pub fn blocking_next(&mut self) -> Option<RequestOutput> {
+        let out = self.rx.blocking_recv();
+        self.observe(out)
+    }
+
+    /// Polls for the next output.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<RequestOutput>> {
+        self.rx.poll_recv(cx).map(|out| self.observe(out))
+    }
+
+    fn observe(&mut self, out: Option<RequestOutput>) -> Option<RequestOutput> {
+        match &out {
+            Some(o) if o.usage.is_some() || o.error.is_some() => self.finished = true,
+            None => self.finished = true,
+            _ => {}
+        }
+        out
+    }
+}
+
+impl Drop for OutputStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.tx.send(Command::Abort(self.id));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The engine: a step loop on its own thread that schedules, runs the model and
+//! turns logits into tokens and text, fed through an [`EngineHandle`].
+
+mod core;
+mod handle;
+mod sample_state;
+
+pub use handle::{spawn, EngineHandle, OutputStream, SubmitError};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Most new tokens per step (prefill chunks plus decodes).
+    pub max_num_batched_tokens: usize,
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+    /// Most requests waiting for admission; beyond it `submit` fails fast.
+    pub max_waiting_requests: usize,
+    /// Reuse the KV of full prompt blocks across requests.
+    pub enable_prefix_caching: bool,
+    /// Tokens that end a sequence (unless `ignore_eos`).
+    pub eos_token_ids: Vec<u32>,
+    /// Size of the model's vocabulary (token ids must be below it).
+    pub vocab_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_num_batched_tokens: 512,
+            max_num_seqs: 128,
+            max_waiting_requests: 4096,
+            enable_prefix_caching: true,
+            eos_token_ids: Vec::new(),
+            vocab_size: 0,
+        }
+    }
+}
+
+/// Counters of the engine's work since start-up.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Steps run.
+    pub steps: AtomicU64,
+    /// Sequences preempted.
+    pub preemptions: AtomicU64,
+    /// Prompt tokens computed (prefix-cache hits excluded).
+    pub prompt_tokens_computed: AtomicU64,
+    /// Prompt tokens served from the prefix cache.
+    pub prompt_tokens_cached: AtomicU64,
+    /// Tokens generated.
+    pub generated_tokens: AtomicU64,
+    /// Nanoseconds spent in steps, in total.
+    pub step_nanos: AtomicU64,
+    /// Nanoseconds of those spent in the model forward.
+    pub forward_nanos: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub steps: u64,
+    pub preemptions: u64,
+    pub prompt_tokens_computed: u64,
+    pub prompt_tokens_cached: u64,
+    pub generated_tokens: u64,
+    pub step_nanos: u64,
+    pub forward_nanos: u64,
+}
+
+impl EngineStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            steps: r(&self.steps),
+            preemptions: r(&self.preemptions),
+            prompt_tokens_computed: r(&self.prompt_tokens_computed),
+            prompt_tokens_cached: r(&self.prompt_tokens_cached),
+            generated_tokens: r(&self.generated_tokens),
+            step_nanos: r(&self.step_nanos),
+            forward_nanos: r(&self.forward_nanos),
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,275 @@
+//! Continuous batching: which sequences run in the next step, and how many of
+//! their tokens.
+//!
+//! Each step has a token budget and a cap on running sequences. Running
+//! sequences go first: a decode costs one token, an unfinished prompt its next
+//! chunk (chunked prefill). Waiting sequences are then admitted by priority and
+//! arrival, reusing cached prefix blocks. When blocks run out, the
+//! lowest-priority, latest-arrived running sequence is preempted: its blocks are
+//! released (full ones stay in the prefix cache) and it is recomputed later.
+
+mod sequence;
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::block_pool::{BlockId, BlockPool};
+use crate::request::Priority;
+
+pub use sequence::{SeqId, Sequence};
+
+/// Limits of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Most new tokens in one step, over all sequences.
+    pub max_num_batched_tokens: usize,
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+}
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    /// The sequence.
+    pub seq: SeqId,
+    /// New tokens to compute, starting at the sequence's computed count.
+    pub num_tokens: usize,
+}
+
+/// Key ordering the waiting queue: priority class, then arrival.
+type WaitKey = (Priority, u64, SeqId);
+
+/// The sequences in the engine and the KV pool they live in.
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    pool: BlockPool,
+    seqs: HashMap<SeqId, Sequence>,
+    waiting: BTreeMap<WaitKey, ()>,
+    running: Vec<SeqId>,
+    num_preemptions: u64,
+}
+
+impl Scheduler {
+    /// A scheduler over `pool`.
+    pub fn new(config: SchedulerConfig, pool: BlockPool) -> Self {
+        Self {
+            config,
+            pool,
+            seqs: HashMap::new(),
+            waiting: BTreeMap::new(),
+            running: Vec::new(),
+            num_preemptions: 0,
+        }
+    }
+
+    /// The KV block pool.
+    pub fn pool(&self) -> &BlockPool {
+        &self.pool
+    }
+
+    /// Sequences preempted so far.
+    pub fn num_preemptions(&self) -> u64 {
+        self.num_preemptions
+    }
+
+    /// Sequences waiting to be (re)admitted.
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Sequences holding KV blocks.
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_idle(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// A sequence, if it is in the engine.
+    pub fn get(&self, id: SeqId) -> Option<&Sequence> {
+        self.seqs.get(&id)
+    }
+
+    /// A sequence, mutably, if it is in the engine.
+    pub fn get_mut(&mut self, id: SeqId) -> Option<&mut Sequence> {
+        self.seqs.get_mut(&id)
+    }
+
+    /// Queues a sequence. Its blocks, if it already holds some (a sample forked
+    /// from a computed prompt), must be shared references it owns.
+    pub fn add(&mut self, seq: Sequence) {
+        self.waiting.insert(seq.wait_key(), ());
+        self.seqs.insert(seq.id, seq);
+    }
+
+    /// Shares `seq`'s first `num_blocks` blocks with a new owner (a sibling sample)
+    /// and returns them.
+    pub fn share_blocks(&mut self, seq: SeqId, num_blocks: usize) -> Vec<BlockId> {
+        let Some(s) = self.seqs.get(&seq) else {
+            return Vec::new();
+        };
+        let blocks = s.block_table[..num_blocks.min(s.block_table.len())].to_vec();
+        self.pool.share(&blocks);
+        blocks
+    }
+
+    /// Removes a sequence (finished or aborted) and releases its blocks.
+    pub fn remove(&mut self, id: SeqId) -> Option<Sequence> {
+        let mut seq = self.seqs.remove(&id)?;
+        self.waiting.remove(&seq.wait_key());
+        self.running.retain(|&r| r != id);
+        self.pool.free(&std::mem::take(&mut seq.block_table));
+        Some(seq)
+    }
+
+    /// Plans the next step. Every returned sequence has blocks for its new tokens.
+    pub fn schedule(&mut self) -> Vec<Scheduled> {
+        let mut budget = self.config.max_num_batched_tokens;
+        let mut out: Vec<Scheduled> = Vec::new();
+        let mut preempted = false;
+
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let seq = &self.seqs[&id];
+            let num_tokens = seq.num_uncomputed().min(budget);
+            if num_tokens == 0 {
+                i += 1;
+                continue;
+            }
+            let mut scheduled_self = true;
+            loop {
+                let seq = &self.seqs[&id];
+                let needed = seq.blocks_needed(num_tokens, self.pool.block_size());
+                if let Some(blocks) = self.pool.allocate(needed) {
+                    if let Some(s) = self.seqs.get_mut(&id) {
+                        s.block_table.extend(blocks);
+                    }
+                    break;
+                }
+                let victim = self.pick_victim();
+                preempted = true;
+                if let Some(pos) = out.iter().position(|s| s.seq == victim) {
+                    budget += out.remove(pos).num_tokens;
+                }
+                let victim_index = self.running.iter().position(|&r| r == victim);
+                self.preempt(victim);
+                if victim == id {
+                    scheduled_self = false;
+                    break;
+                }
+                if victim_index.is_some_and(|v| v < i) {
+                    i -= 1;
+                }
+            }
+            if scheduled_self {
+                out.push(Scheduled { seq: id, num_tokens });
+                budget -= num_tokens;
+                i += 1;
+            }
+        }
+
+        // New work only when nothing had to be pushed out to make room.
+        while !preempted && budget > 0 && self.running.len() < self.config.max_num_seqs {
+            let Some((&key, _)) = self.waiting.first_key_value() else {
+                break;
+            };
+            let id = key.2;
+            let Some(num_tokens) = self.admit(id, budget) else {
+                break;
+            };
+            self.waiting.remove(&key);
+            self.running.push(id);
+            out.push(Scheduled { seq: id, num_tokens });
+            budget -= num_tokens;
+        }
+        out
+    }
+
+    /// Records that a scheduled step ran: advances the sequence and registers
+    /// its newly completed full blocks in the prefix cache.
+    pub fn mark_computed(&mut self, id: SeqId, num_tokens: usize) {
+        let Some(seq) = self.seqs.get_mut(&id) else {
+            return;
+        };
+        seq.num_computed += num_tokens;
+        if !self.pool.prefix_caching() {
+            return;
+        }
+        let block_size = self.pool.block_size();
+        let full = seq.num_computed / block_size;
+        seq.extend_hashes(full, block_size);
+        for b in seq.num_cached_blocks..full {
+            self.pool.cache_full_block(seq.block_table[b], seq.block_hashes[b]);
+        }
+        seq.num_cached_blocks = seq.num_cached_blocks.max(full);
+    }
+
+    /// Reserves blocks for a waiting sequence's first chunk, reusing cached
+    /// prefix blocks; `None` (and nothing held) when they do not fit.
+    fn admit(&mut self, id: SeqId, budget: usize) -> Option<usize> {
+        let block_size = self.pool.block_size();
+        let seq = self.seqs.get_mut(&id)?;
+        let mut cached = Vec::new();
+        if seq.block_table.is_empty() && self.pool.prefix_caching() {
+            // Never the last token: its logits are needed, so it must be computed.
+            let reusable = (seq.tokens.len() - 1) / block_size;
+            seq.extend_hashes(reusable, block_size);
+            cached = self.pool.take_cached_prefix(&seq.block_hashes[..reusable]);
+            seq.num_computed = cached.len() * block_size;
+            seq.num_cached_blocks = cached.len();
+            seq.block_table = cached.clone();
+        }
+        let num_tokens = seq.num_uncomputed().min(budget);
+        let needed = seq.blocks_needed(num_tokens, block_size);
+        match self.pool.allocate(needed) {
+            Some(blocks) => {
+                if !seq.admitted_once {
+                    seq.admitted_once = true;
+                    seq.cached_prompt_tokens = seq.num_computed.min(seq.prompt_len);
+                }
+                seq.block_table.extend(blocks);
+                Some(num_tokens)
+            }
+            None => {
+                if !cached.is_empty() {
+                    self.pool.free(&cached);
+                    seq.block_table.clear();
+                    seq.num_computed = 0;
+                    seq.num_cached_blocks = 0;
+                }
+                None
+            }
+        }
+    }
+
+    /// The running sequence to push out: lowest priority, then latest arrival.
+    fn pick_victim(&self) -> SeqId {
+        *self
+            .running
+            .iter()
+            .max_by_key(|id| {
+                let s = &self.seqs[id];
+                (s.priority, s.arrival)
+            })
+            .expect("preemption with a sequence running")
+    }
+
+    fn preempt(&mut self, id: SeqId) {
+        self.running.retain(|&r| r != id);
+        let Some(seq) = self.seqs.get_mut(&id) else {
+            return;
+        };
+        self.pool.free(&std::mem::take(&mut seq.block_table));
+        seq.num_computed = 0;
+        seq.num_cached_blocks = 0;
+        seq.num_preemptions += 1;
+        self.num_preemptions += 1;
+        self.waiting.insert(seq.wait_key(), ());
+    }
+}
+
+#[cfg(test)]
+mod tests;

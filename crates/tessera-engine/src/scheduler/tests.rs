@@ -1,0 +1,176 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const BS: usize = 4;
+
+fn scheduler(num_blocks: usize, budget: usize, max_seqs: usize) -> Scheduler {
+    Scheduler::new(
+        SchedulerConfig {
+            max_num_batched_tokens: budget,
+            max_num_seqs: max_seqs,
+        },
+        BlockPool::new(num_blocks, BS, true),
+    )
+}
+
+fn seq(id: SeqId, priority: Priority, prompt: Vec<u32>) -> Sequence {
+    Sequence::new(id, priority, id, prompt, Vec::new(), BS)
+}
+
+/// Runs the scheduled work: computes chunks, and appends a token to every
+/// sequence whose chunk reached its end.
+fn run_step(s: &mut Scheduler, plan: &[Scheduled]) {
+    for p in plan {
+        s.mark_computed(p.seq, p.num_tokens);
+        let seq = s.get_mut(p.seq).expect("scheduled sequence exists");
+        if seq.num_uncomputed() == 0 {
+            let next = seq.tokens.len() as u32;
+            seq.tokens.push(next);
+        }
+    }
+}
+
+#[test]
+fn chunked_prefill_respects_the_budget_and_decodes_ride_along() {
+    let mut s = scheduler(64, 8, 8);
+    s.add(seq(1, Priority::Interactive, vec![7; 3]));
+    let plan = s.schedule();
+    assert_eq!(plan, [Scheduled { seq: 1, num_tokens: 3 }]);
+    run_step(&mut s, &plan);
+    s.add(seq(2, Priority::Interactive, vec![8; 20]));
+    // The running decode goes first, then 7 of the new prompt's 20 tokens.
+    let plan = s.schedule();
+    assert_eq!(
+        plan,
+        [Scheduled { seq: 1, num_tokens: 1 }, Scheduled { seq: 2, num_tokens: 7 }]
+    );
+    run_step(&mut s, &plan);
+    let plan = s.schedule();
+    assert_eq!(plan[1], Scheduled { seq: 2, num_tokens: 7 });
+}
+
+#[test]
+fn interactive_requests_are_admitted_before_batch_ones() {
+    let mut s = scheduler(64, 100, 1);
+    s.add(seq(1, Priority::Batch, vec![1; 4]));
+    s.add(seq(2, Priority::Interactive, vec![2; 4]));
+    assert_eq!(s.schedule()[0].seq, 2);
+}
+
+#[test]
+fn a_shared_prefix_is_computed_once() {
+    let mut s = scheduler(64, 100, 8);
+    let prompt: Vec<u32> = (0..10).collect();
+    s.add(seq(1, Priority::Interactive, prompt.clone()));
+    let plan = s.schedule();
+    run_step(&mut s, &plan);
+    s.add(seq(2, Priority::Interactive, prompt));
+    let plan = s.schedule();
+    // Two full blocks (8 tokens) are reused; the last two prompt tokens are not.
+    assert_eq!(plan[1], Scheduled { seq: 2, num_tokens: 2 });
+    let two = s.get(2).expect("seq 2");
+    assert_eq!(two.cached_prompt_tokens, 8);
+    assert_eq!(two.block_table[..2], s.get(1).expect("seq 1").block_table[..2]);
+}
+
+#[test]
+fn running_out_of_blocks_preempts_the_latest_batch_sequence() {
+    // 4 blocks of 4 tokens: two 6-token prompts take 2 blocks each.
+    let mut s = scheduler(4, 100, 8);
+    s.add(seq(1, Priority::Interactive, vec![1; 6]));
+    s.add(seq(2, Priority::Batch, vec![2; 6]));
+    let plan = s.schedule();
+    assert_eq!(plan.len(), 2);
+    run_step(&mut s, &plan);
+    // Decoding to 8 tokens fits; the 9th token of each needs a third block.
+    for _ in 0..2 {
+        let plan = s.schedule();
+        run_step(&mut s, &plan);
+    }
+    let plan = s.schedule();
+    assert_eq!(plan, [Scheduled { seq: 1, num_tokens: 1 }]);
+    assert_eq!(s.num_preemptions(), 1);
+    assert_eq!(s.get(2).expect("seq 2").num_computed, 0);
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Arrive { len: usize, batch: bool },
+    Abort(usize),
+    Finish(usize),
+    Step,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        (1usize..40, any::<bool>()).prop_map(|(len, batch)| Event::Arrive { len, batch }),
+        any::<usize>().prop_map(Event::Abort),
+        any::<usize>().prop_map(Event::Finish),
+        Just(Event::Step),
+        Just(Event::Step),
+        Just(Event::Step),
+    ]
+}
+
+proptest! {
+    /// Random arrivals, aborts, completions and pool sizes: the budget and the
+    /// running cap hold every step, every scheduled sequence has blocks for its
+    /// tokens, reference counts match the block tables, and once everything is
+    /// gone every block is free (a double free would panic in the pool).
+    #[test]
+    fn scheduler_invariants(
+        num_blocks in 12usize..40,
+        budget in 1usize..48,
+        max_seqs in 1usize..8,
+        events in prop::collection::vec(event(), 1..150),
+    ) {
+        let mut s = scheduler(num_blocks, budget, max_seqs);
+        let mut next_id = 0u64;
+        let mut ids: Vec<SeqId> = Vec::new();
+        for e in events {
+            match e {
+                Event::Arrive { len, batch } => {
+                    // Only prompts that fit the pool are admitted (the engine rejects others).
+                    if len.div_ceil(BS) + 1 <= num_blocks {
+                        next_id += 1;
+                        let p = if batch { Priority::Batch } else { Priority::Interactive };
+                        s.add(seq(next_id, p, (0..len as u32).map(|t| t % 5).collect()));
+                        ids.push(next_id);
+                    }
+                }
+                Event::Abort(i) | Event::Finish(i) if !ids.is_empty() => {
+                    let id = ids.swap_remove(i % ids.len());
+                    prop_assert!(s.remove(id).is_some());
+                }
+                Event::Step => {
+                    let plan = s.schedule();
+                    let total: usize = plan.iter().map(|p| p.num_tokens).sum();
+                    prop_assert!(total <= budget);
+                    prop_assert!(s.num_running() <= max_seqs);
+                    for p in &plan {
+                        let q = s.get(p.seq).expect("scheduled sequence exists");
+                        prop_assert!(p.num_tokens >= 1);
+                        prop_assert!(q.num_computed + p.num_tokens <= q.tokens.len());
+                        prop_assert!(q.block_table.len() * BS >= q.num_computed + p.num_tokens);
+                    }
+                    run_step(&mut s, &plan);
+                }
+                _ => {}
+            }
+            let mut refs = vec![0u32; num_blocks];
+            for id in &ids {
+                for &b in &s.get(*id).expect("live sequence").block_table {
+                    refs[b as usize] += 1;
+                }
+            }
+            for (b, &r) in refs.iter().enumerate() {
+                prop_assert_eq!(s.pool().ref_count(b as BlockId), r);
+            }
+        }
+        for id in ids {
+            s.remove(id);
+        }
+        prop_assert_eq!(s.pool().num_free(), num_blocks);
+    }
+}

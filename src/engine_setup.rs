@@ -1,0 +1,168 @@
+//! Loading a model and starting the engine on it: shared by every command that
+//! generates.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
+use tessera_model::backend::cpu::CpuBackend;
+use tessera_model::chat::ChatTemplate;
+use tessera_model::config::ModelConfig;
+use tessera_model::loader::{load_bundle, ModelSource};
+use tessera_model::runner::{CacheConfig, ModelRunner};
+use tessera_model::tokenizer::Tokenizer;
+
+use crate::model_path;
+
+/// Tokens per KV block.
+const BLOCK_SIZE: usize = 16;
+
+/// Model and engine options common to the generating commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// GGUF file, Hugging Face model directory or hub repo id (default: the
+    /// default model under models/).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Longest sequence (prompt plus output); default: the model's context.
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// Memory for the KV cache, e.g. `512MiB`, `2GiB` (default: a quarter of the
+    /// available memory, at most what max-num-seqs full-length sequences need).
+    #[arg(long, value_parser = parse_bytes)]
+    pub kv_cache_memory: Option<u64>,
+    /// Most new tokens computed per step.
+    #[arg(long, default_value_t = 512)]
+    pub max_num_batched_tokens: usize,
+    /// Most sequences running at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_num_seqs: usize,
+    /// Turn off reuse of cached prompt prefixes.
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+}
+
+/// A running engine and what the front end needs beside it.
+pub struct Serving {
+    pub engine: EngineHandle,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
+}
+
+/// Loads the model and starts the engine, reporting the KV pool on stderr.
+pub fn start(args: &EngineArgs) -> Result<Serving> {
+    let path = model_path::resolve(args.model.as_deref())?;
+    let source = ModelSource::detect(&path)?;
+    let load_start = Instant::now();
+    let backend = CpuBackend::new();
+    let bundle = load_bundle(&backend, &source, args.max_model_len)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let config = bundle.model.config.clone();
+    let max_len = config.max_position_embeddings;
+    let per_token = kv_bytes_per_token(&config);
+    let budget = match args.kv_cache_memory {
+        Some(bytes) => bytes,
+        None => default_kv_budget(per_token, max_len, args.max_num_seqs),
+    };
+    let num_blocks = usize::try_from(budget / (per_token * BLOCK_SIZE as u64)).unwrap_or(usize::MAX);
+    if num_blocks == 0 {
+        bail!(
+            "--kv-cache-memory {budget} bytes is less than one block of {BLOCK_SIZE} tokens ({} bytes)",
+            per_token * BLOCK_SIZE as u64
+        );
+    }
+    let runner = ModelRunner::new(
+        backend,
+        bundle.model,
+        CacheConfig {
+            block_size: BLOCK_SIZE,
+            num_blocks,
+            max_model_len: max_len,
+        },
+    )?;
+    let tokenizer = Arc::new(bundle.tokenizer);
+    eprintln!(
+        "tessera: loaded {} in {:.2}s; KV cache {num_blocks} blocks x {BLOCK_SIZE} = {} tokens ({:.1} MiB); context {max_len}",
+        path.display(),
+        load_start.elapsed().as_secs_f64(),
+        num_blocks * BLOCK_SIZE,
+        (num_blocks * BLOCK_SIZE) as f64 * per_token as f64 / (1024.0 * 1024.0),
+    );
+    let engine = spawn(
+        runner,
+        tokenizer.clone(),
+        EngineConfig {
+            max_num_batched_tokens: args.max_num_batched_tokens,
+            max_num_seqs: args.max_num_seqs,
+            enable_prefix_caching: !args.no_prefix_caching,
+            eos_token_ids: tokenizer.eos_token_ids().to_vec(),
+            vocab_size: config.vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
+            ..EngineConfig::default()
+        },
+    )?;
+    Ok(Serving {
+        engine,
+        tokenizer,
+        chat_template: bundle.chat_template,
+    })
+}
+
+/// Bytes of K and V for one token over all layers (f32 on the CPU).
+fn kv_bytes_per_token(c: &ModelConfig) -> u64 {
+    (2 * c.num_layers * c.num_kv_heads * c.head_dim * std::mem::size_of::<f32>()) as u64
+}
+
+/// A quarter of available memory, but no more than `max_seqs` full-length
+/// sequences need.
+fn default_kv_budget(per_token: u64, max_len: usize, max_seqs: usize) -> u64 {
+    let needed = per_token * (max_len * max_seqs) as u64;
+    let available = available_memory().unwrap_or(4 << 30);
+    needed.min(available / 4).max(per_token * BLOCK_SIZE as u64)
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Parses `1073741824`, `512MiB`, `2GiB`, `800MB`, `1.5G`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("'{s}' is not a size like 512MiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit '{other}' (use B, KB, MB, GB, KiB, MiB, GiB)")),
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5GB"), Ok(1_500_000_000));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+    }
+}
