@@ -65,7 +65,8 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
         Some(bytes) => bytes,
         None => default_kv_budget(per_token, max_len, args.max_num_seqs),
     };
-    let num_blocks = usize::try_from(budget / (per_token * BLOCK_SIZE as u64)).unwrap_or(usize::MAX);
+    let num_blocks =
+        usize::try_from(budget / (per_token * BLOCK_SIZE as u64)).unwrap_or(usize::MAX);
     if num_blocks == 0 {
         bail!(
             "--kv-cache-memory {budget} bytes is less than one block of {BLOCK_SIZE} tokens ({} bytes)",
@@ -132,9 +133,13 @@ fn available_memory() -> Option<u64> {
 /// Parses `1073741824`, `512MiB`, `2GiB`, `800MB`, `1.5G`.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("'{s}' is not a size like 512MiB"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 512MiB"))?;
     let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -143,7 +148,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("unknown size unit '{other}' (use B, KB, MB, GB, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
     };
     let bytes = value * scale;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {

@@ -30,7 +30,11 @@ impl StopStrings {
         }
         self.stops
             .iter()
-            .filter_map(|s| text[from..].find(s.as_str()).map(|i| (from + i, s.as_str())))
+            .filter_map(|s| {
+                text[from..]
+                    .find(s.as_str())
+                    .map(|i| (from + i, s.as_str()))
+            })
             .min_by_key(|&(at, _)| at)
     }
 

@@ -59,9 +59,17 @@ fn request(prompt: Vec<u32>, params: SamplingParams) -> Request {
     }
 }
 
-fn collect(mut stream: tessera_engine::engine::OutputStream, n: usize) -> (Vec<Finished>, Vec<RequestOutput>) {
+fn collect(
+    mut stream: tessera_engine::engine::OutputStream,
+    n: usize,
+) -> (Vec<Finished>, Vec<RequestOutput>) {
     let mut samples = vec![
-        Finished { tokens: vec![], text: String::new(), finish: None, stop: None };
+        Finished {
+            tokens: vec![],
+            text: String::new(),
+            finish: None,
+            stop: None
+        };
         n
     ];
     let mut all = Vec::new();
@@ -154,13 +162,23 @@ fn a_repeated_prompt_computes_only_its_uncached_tail() {
     let computed = model.computed.clone();
     let engine = engine_with(model, EngineConfig::default());
     let long = prompt(3, 50);
-    let first = collect(engine.submit(request(long.clone(), params(5))).expect("ok"), 1);
+    let first = collect(
+        engine.submit(request(long.clone(), params(5))).expect("ok"),
+        1,
+    );
     let after_first = computed.load(Ordering::Relaxed);
-    let second = collect(engine.submit(request(long.clone(), params(5))).expect("ok"), 1);
+    let second = collect(
+        engine.submit(request(long.clone(), params(5))).expect("ok"),
+        1,
+    );
     let second_cost = computed.load(Ordering::Relaxed) - after_first;
     assert_eq!(first.0, second.0);
     // 48 of 50 prompt tokens are in 12 full cached blocks; the rest plus 4 decodes run.
-    assert_eq!(second_cost, 2 + 4, "tokens the model computed for the repeat");
+    assert_eq!(
+        second_cost,
+        2 + 4,
+        "tokens the model computed for the repeat"
+    );
     let usage = second.1.last().and_then(|o| o.usage).expect("usage");
     assert_eq!(usage.cached_prompt_tokens, 48);
     assert_eq!(usage.prompt_tokens, 50);
@@ -173,7 +191,12 @@ fn a_repeated_prompt_computes_only_its_uncached_tail() {
             ..EngineConfig::default()
         },
     );
-    let a = collect(no_cache.submit(request(long.clone(), params(5))).expect("ok"), 1);
+    let a = collect(
+        no_cache
+            .submit(request(long.clone(), params(5)))
+            .expect("ok"),
+        1,
+    );
     assert_eq!(a.0, first.0, "prefix caching does not change outputs");
 }
 
@@ -188,13 +211,22 @@ fn stop_strings_across_tokens_are_cut_and_never_streamed() {
     assert!(stop.len() >= 3);
     let mut p = params(24);
     p.stop = vec![stop.clone()];
-    let (samples, outputs) = collect(engine(256, 64).submit(request(prompt(5, 12), p)).expect("ok"), 1);
+    let (samples, outputs) = collect(
+        engine(256, 64)
+            .submit(request(prompt(5, 12), p))
+            .expect("ok"),
+        1,
+    );
     let expected_text = &text[..text.find(&stop).expect("stop occurs")];
     assert_eq!(samples[0].text, *expected_text);
     assert_eq!(samples[0].finish, Some(FinishReason::Stop));
     assert_eq!(samples[0].stop, Some(StopReason::String(stop.clone())));
     for o in &outputs {
-        assert!(!o.text.contains(char::REPLACEMENT_CHARACTER), "{:?}", o.text);
+        assert!(
+            !o.text.contains(char::REPLACEMENT_CHARACTER),
+            "{:?}",
+            o.text
+        );
     }
 }
 
@@ -205,9 +237,15 @@ fn multibyte_characters_split_across_tokens_stream_whole() {
     p.ignore_eos = true;
     let scripted = vec![common::SCRIPTED, 1, 2, 3, 4, 5];
     let (s, outputs) = collect(engine(256, 64).submit(request(scripted, p)).expect("ok"), 1);
-    assert_eq!(s[0].tokens, [26, 27, 28, 29, 30, 31, 26, 27, 28, 29, 30, 31]);
+    assert_eq!(
+        s[0].tokens,
+        [26, 27, 28, 29, 30, 31, 26, 27, 28, 29, 30, 31]
+    );
     let chunks: Vec<&str> = outputs.iter().map(|o| o.text.as_str()).collect();
-    assert_eq!(chunks, ["", "é", "", "", "", "🙂", "", "é", "", "", "", "🙂"]);
+    assert_eq!(
+        chunks,
+        ["", "é", "", "", "", "🙂", "", "é", "", "", "", "🙂"]
+    );
 }
 
 #[test]
@@ -219,11 +257,20 @@ fn n_samples_share_the_prompt_and_differ() {
     p.ignore_eos = true;
     let long = prompt(9, 30);
     let engine = engine(256, 64);
-    let (a, outputs) = collect(engine.submit(request(long.clone(), p.clone())).expect("ok"), 3);
+    let (a, outputs) = collect(
+        engine.submit(request(long.clone(), p.clone())).expect("ok"),
+        3,
+    );
     let (b, _) = collect(engine.submit(request(long, p)).expect("ok"), 3);
     assert_eq!(a, b, "seeded samples are reproducible");
-    assert!(a[0].tokens != a[1].tokens || a[1].tokens != a[2].tokens, "samples differ");
-    let usage = outputs.last().and_then(|o| o.usage).expect("usage on the last output");
+    assert!(
+        a[0].tokens != a[1].tokens || a[1].tokens != a[2].tokens,
+        "samples differ"
+    );
+    let usage = outputs
+        .last()
+        .and_then(|o| o.usage)
+        .expect("usage on the last output");
     assert_eq!(usage.completion_tokens, 36);
 }
 
@@ -245,7 +292,10 @@ fn dropping_the_stream_aborts_and_frees_blocks() {
 #[test]
 fn impossible_requests_are_rejected_up_front() {
     let engine = engine(4, 64); // 16 tokens of KV
-    let err = engine.submit(request(prompt(1, 16), params(4))).err().expect("too long");
+    let err = engine
+        .submit(request(prompt(1, 16), params(4)))
+        .err()
+        .expect("too long");
     assert!(matches!(err, SubmitError::Invalid(_)), "{err}");
     assert!(matches!(
         engine.submit(request(vec![], params(4))).err(),
@@ -285,14 +335,23 @@ fn a_full_waiting_queue_fails_fast() {
     let held = gate.lock().expect("gate");
     let mut p = params(3);
     p.ignore_eos = true;
-    let running = engine.submit(request(prompt(1, 4), p.clone())).expect("first");
+    let running = engine
+        .submit(request(prompt(1, 4), p.clone()))
+        .expect("first");
     // Wait until the engine has taken the first request in (it is now stuck in the forward).
     while engine.num_waiting() > 0 {
         std::thread::yield_now();
     }
-    let w1 = engine.submit(request(prompt(2, 4), p.clone())).expect("queued");
-    let w2 = engine.submit(request(prompt(3, 4), p.clone())).expect("queued");
-    let err = engine.submit(request(prompt(4, 4), p.clone())).err().expect("full");
+    let w1 = engine
+        .submit(request(prompt(2, 4), p.clone()))
+        .expect("queued");
+    let w2 = engine
+        .submit(request(prompt(3, 4), p.clone()))
+        .expect("queued");
+    let err = engine
+        .submit(request(prompt(4, 4), p.clone()))
+        .err()
+        .expect("full");
     assert!(matches!(err, SubmitError::QueueFull(2)), "{err}");
     drop(held);
     for s in [running, w1, w2] {

@@ -14,14 +14,20 @@ use crate::detokenize::TokenDecoder;
 use crate::request::{FinishReason, Request, RequestId, RequestOutput, TokenLogprob, Usage};
 use crate::runner::Runner;
 use crate::sampling::SamplingParams;
-use crate::scheduler::{SeqId, Scheduler, SchedulerConfig, Sequence};
+use crate::scheduler::{Scheduler, SchedulerConfig, SeqId, Sequence};
+
+/// Where a request's sequences queue: its class, then arrival order.
+#[derive(Clone, Copy)]
+struct QueueOrder {
+    priority: crate::request::Priority,
+    arrival: u64,
+}
 
 /// A request in flight: where its outputs go and what it has used.
 struct RequestState {
     sink: UnboundedSender<RequestOutput>,
     params: Arc<SamplingParams>,
-    priority: crate::request::Priority,
-    arrival: u64,
+    order: QueueOrder,
     prompt: Vec<u32>,
     /// Sequences of this request still in the engine.
     seqs: Vec<SeqId>,
@@ -57,7 +63,11 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         stats: Arc<EngineStats>,
         on_admit: Box<dyn Fn() + Send>,
     ) -> Self {
-        let pool = BlockPool::new(runner.num_blocks(), runner.block_size(), config.enable_prefix_caching);
+        let pool = BlockPool::new(
+            runner.num_blocks(),
+            runner.block_size(),
+            config.enable_prefix_caching,
+        );
         let max_len = max_sequence_len(&runner);
         let scheduler = Scheduler::new(
             SchedulerConfig {
@@ -88,17 +98,26 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
     /// Queues a validated request.
     pub fn add(&mut self, id: RequestId, request: Request, sink: UnboundedSender<RequestOutput>) {
         let params = Arc::new(request.params);
-        let arrival = self.next_arrival;
+        let order = QueueOrder {
+            priority: request.priority,
+            arrival: self.next_arrival,
+        };
         self.next_arrival += 1;
-        let seq = self.new_seq(id, 0, &params, request.priority, arrival, request.prompt_token_ids.clone(), Vec::new());
+        let seq = self.new_seq(
+            id,
+            0,
+            &params,
+            order,
+            request.prompt_token_ids.clone(),
+            Vec::new(),
+        );
         self.requests.insert(
             id,
             RequestState {
                 sink,
                 forked: params.n == 1,
                 params,
-                priority: request.priority,
-                arrival,
+                order,
                 prompt: request.prompt_token_ids,
                 seqs: vec![seq],
                 admitted: false,
@@ -130,7 +149,9 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         }
         let mut batch = Batch::default();
         for p in &plan {
-            let Some(seq) = self.scheduler.get(p.seq) else { continue };
+            let Some(seq) = self.scheduler.get(p.seq) else {
+                continue;
+            };
             let from = seq.num_computed;
             let to = from + p.num_tokens;
             if from < seq.prompt_len {
@@ -172,19 +193,28 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         }
         let s = &self.stats;
         EngineStats::add(&s.steps, 1);
-        s.preemptions
-            .store(self.scheduler.num_preemptions(), std::sync::atomic::Ordering::Relaxed);
+        s.preemptions.store(
+            self.scheduler.num_preemptions(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         EngineStats::add(&s.forward_nanos, forward.as_nanos() as u64);
         EngineStats::add(&s.step_nanos, start.elapsed().as_nanos() as u64);
         true
     }
 
     fn note_admitted(&mut self, seq: SeqId) {
-        let Some(sample) = self.samples.get(&seq) else { return };
-        let Some(state) = self.requests.get_mut(&sample.request) else { return };
+        let Some(sample) = self.samples.get(&seq) else {
+            return;
+        };
+        let Some(state) = self.requests.get_mut(&sample.request) else {
+            return;
+        };
         if !state.admitted {
             state.admitted = true;
-            let cached = self.scheduler.get(seq).map_or(0, |s| s.cached_prompt_tokens);
+            let cached = self
+                .scheduler
+                .get(seq)
+                .map_or(0, |s| s.cached_prompt_tokens);
             state.cached_prompt_tokens = cached;
             EngineStats::add(&self.stats.prompt_tokens_cached, cached as u64);
             (self.on_admit)();
@@ -193,8 +223,12 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
 
     /// Samples the next token of `seq` and sends what it produced.
     fn on_logits(&mut self, seq_id: SeqId, logits: &[f32]) {
-        let Some(seq) = self.scheduler.get(seq_id) else { return };
-        let Some(sample) = self.samples.get_mut(&seq_id) else { return };
+        let Some(seq) = self.scheduler.get(seq_id) else {
+            return;
+        };
+        let Some(sample) = self.samples.get_mut(&seq_id) else {
+            return;
+        };
         let mut scratch = logits.to_vec();
         let sampled = sample.sampler.sample(
             &mut scratch,
@@ -203,7 +237,9 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             &self.config.eos_token_ids,
         );
         let request = sample.request;
-        let Some(seq) = self.scheduler.get_mut(seq_id) else { return };
+        let Some(seq) = self.scheduler.get_mut(seq_id) else {
+            return;
+        };
         seq.tokens.push(sampled.token);
         let num_output = seq.tokens.len() - seq.prompt_len;
         let at_limit = seq.tokens.len() >= self.max_len;
@@ -211,9 +247,17 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         self.fork_samples(request, seq_id);
 
         let decoder = self.decoder.clone();
-        let Some(sample) = self.samples.get_mut(&seq_id) else { return };
+        let Some(sample) = self.samples.get_mut(&seq_id) else {
+            return;
+        };
         let index = sample.index;
-        let effect = match sample.on_token(&*decoder, sampled.token, num_output, at_limit, &self.config.eos_token_ids) {
+        let effect = match sample.on_token(
+            &*decoder,
+            sampled.token,
+            num_output,
+            at_limit,
+            &self.config.eos_token_ids,
+        ) {
             Ok(effect) => effect,
             Err(e) => {
                 self.fail(request, &format!("detokenization failed: {e}"));
@@ -228,7 +272,9 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             }],
             None => Vec::new(),
         };
-        let Some(state) = self.requests.get_mut(&request) else { return };
+        let Some(state) = self.requests.get_mut(&request) else {
+            return;
+        };
         state.completion_tokens += 1;
         let mut output = RequestOutput {
             index,
@@ -262,17 +308,18 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
     /// sharing its full prompt blocks.
     fn fork_samples(&mut self, request: RequestId, leader: SeqId) {
         let block_size = self.scheduler.pool().block_size();
-        let Some(state) = self.requests.get(&request) else { return };
+        let Some(state) = self.requests.get(&request) else {
+            return;
+        };
         if state.forked {
             return;
         }
-        let (params, priority, arrival, prompt) =
-            (state.params.clone(), state.priority, state.arrival, state.prompt.clone());
+        let (params, order, prompt) = (state.params.clone(), state.order, state.prompt.clone());
         let shared_blocks = (prompt.len() - 1) / block_size;
         let mut new = Vec::new();
         for index in 1..params.n {
             let blocks = self.scheduler.share_blocks(leader, shared_blocks);
-            new.push(self.new_seq(request, index, &params, priority, arrival, prompt.clone(), blocks));
+            new.push(self.new_seq(request, index, &params, order, prompt.clone(), blocks));
         }
         if let Some(state) = self.requests.get_mut(&request) {
             state.forked = true;
@@ -285,16 +332,25 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         request: RequestId,
         index: usize,
         params: &Arc<SamplingParams>,
-        priority: crate::request::Priority,
-        arrival: u64,
+        order: QueueOrder,
         prompt: Vec<u32>,
         shared_blocks: Vec<u32>,
     ) -> SeqId {
         let id = self.next_seq;
         self.next_seq += 1;
         let block_size = self.scheduler.pool().block_size();
-        self.samples.insert(id, SampleState::new(request, index, params.clone(), &prompt));
-        self.scheduler.add(Sequence::new(id, priority, arrival, prompt, shared_blocks, block_size));
+        self.samples.insert(
+            id,
+            SampleState::new(request, index, params.clone(), &prompt),
+        );
+        self.scheduler.add(Sequence::new(
+            id,
+            order.priority,
+            order.arrival,
+            prompt,
+            shared_blocks,
+            block_size,
+        ));
         id
     }
 
@@ -314,5 +370,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
 /// The longest sequence the engine runs: the model's context, or the whole KV
 /// pool if that is smaller.
 pub(super) fn max_sequence_len(runner: &impl Runner) -> usize {
-    runner.max_model_len().min(runner.num_blocks() * runner.block_size())
+    runner
+        .max_model_len()
+        .min(runner.num_blocks() * runner.block_size())
 }

@@ -34,7 +34,7 @@ pub enum SubmitError {
 enum Command {
     Add {
         id: RequestId,
-        request: Request,
+        request: Box<Request>,
         sink: UnboundedSender<RequestOutput>,
     },
     Abort(RequestId),
@@ -64,7 +64,11 @@ pub struct EngineHandle {
 
 /// Starts the engine loop on its own thread. It runs until every handle and
 /// stream is dropped.
-pub fn spawn<R, D>(runner: R, decoder: Arc<D>, config: EngineConfig) -> std::io::Result<EngineHandle>
+pub fn spawn<R, D>(
+    runner: R,
+    decoder: Arc<D>,
+    config: EngineConfig,
+) -> std::io::Result<EngineHandle>
 where
     R: Runner + 'static,
     D: TokenDecoder + Send + Sync + 'static,
@@ -114,7 +118,7 @@ fn run_loop<R: Runner, D: TokenDecoder>(core: &mut EngineCore<R, D>, rx: &mpsc::
 
 fn apply<R: Runner, D: TokenDecoder>(core: &mut EngineCore<R, D>, cmd: Command) {
     match cmd {
-        Command::Add { id, request, sink } => core.add(id, request, sink),
+        Command::Add { id, request, sink } => core.add(id, *request, sink),
         Command::Abort(id) => core.abort(id),
     }
 }
@@ -150,7 +154,15 @@ impl EngineHandle {
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sink, rx) = unbounded_channel();
-        if self.tx.send(Command::Add { id, request, sink }).is_err() {
+        if self
+            .tx
+            .send(Command::Add {
+                id,
+                request: Box::new(request),
+                sink,
+            })
+            .is_err()
+        {
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(SubmitError::Shutdown);
         }

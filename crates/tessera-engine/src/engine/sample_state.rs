@@ -31,7 +31,12 @@ pub(super) struct TokenEffect {
 }
 
 impl SampleState {
-    pub fn new(request: RequestId, index: usize, params: Arc<SamplingParams>, prompt: &[u32]) -> Self {
+    pub fn new(
+        request: RequestId,
+        index: usize,
+        params: Arc<SamplingParams>,
+        prompt: &[u32],
+    ) -> Self {
         Self {
             request,
             index,
@@ -58,9 +63,8 @@ impl SampleState {
         let p = &self.params;
         let past_min = num_output > p.min_tokens;
         let mut finish = None;
-        if past_min && !p.ignore_eos && eos_token_ids.contains(&token) {
-            finish = Some((FinishReason::Stop, Some(StopReason::Token(token))));
-        } else if past_min && p.stop_token_ids.contains(&token) {
+        let is_eos = !p.ignore_eos && eos_token_ids.contains(&token);
+        if past_min && (is_eos || p.stop_token_ids.contains(&token)) {
             finish = Some((FinishReason::Stop, Some(StopReason::Token(token))));
         } else {
             let delta = self.detok.push(decoder, token)?;
@@ -94,7 +98,10 @@ impl SampleState {
             self.checked = self.text.len();
             return None;
         }
-        let found = self.stops.find(&self.text, self.checked).map(|(at, s)| (at, s.to_string()));
+        let found = self
+            .stops
+            .find(&self.text, self.checked)
+            .map(|(at, s)| (at, s.to_string()));
         self.checked = self.text.len();
         let (at, stop) = found?;
         // Text held back never includes the start of a stop string, so `at` is

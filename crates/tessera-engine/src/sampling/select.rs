@@ -20,10 +20,14 @@ pub(crate) struct Filters {
 /// Vocabulary-sized buffers of the random path, reused across calls.
 #[derive(Default)]
 pub(crate) struct SelectScratch {
-    /// Dense weights, indexed by token (used when neither top_k nor top_p is on).
+    /// Dense weights, indexed by token (used when top_k is off).
     weights: Vec<f32>,
     /// `(token, logit or weight)` of the surviving candidates otherwise.
     candidates: Vec<(u32, f32)>,
+    /// Top_p path: the candidates of the bucket where the nucleus ends.
+    boundary: Vec<(u32, f32)>,
+    /// Top_p path: the mass of each log-weight bucket.
+    histogram: Vec<f64>,
 }
 
 /// Which scratch buffer holds the kept tokens' weights, and their sum.
@@ -113,25 +117,72 @@ pub(crate) fn filter(logits: &[f32], f: &Filters, s: &mut SelectScratch) -> Opti
         return positive(total, Kept::Sparse { total: 0.0 });
     }
     s.weights.clear();
-    s.weights.extend(logits.iter().map(|&l| weight(l)));
-    let total: f64 = s.weights.iter().map(|&w| f64::from(w)).sum();
     if !top_p_on {
+        s.weights.extend(logits.iter().map(|&l| weight(l)));
+        let total: f64 = s.weights.iter().map(|&w| f64::from(w)).sum();
         return positive(total, Kept::Dense { total: 0.0 });
     }
-    // Prefilter: tokens with w < tau carry less than V * tau = (1 - top_p) *
-    // total / 2 together, so those with w >= tau carry more than top_p * total
-    // and the nucleus (a descending prefix) lies entirely among them. With a
-    // peaked distribution this leaves a few candidates instead of the vocab.
-    let tau = 0.5 * (1.0 - f64::from(f.top_p)) * total / logits.len() as f64;
+    // top_p without top_k: bucket the tokens by log-weight while computing the
+    // weights, find the bucket where the cumulative mass crosses top_p, and sort
+    // only that bucket. Buckets are monotone in the logit, so tokens in earlier
+    // buckets are in the nucleus and later ones out, exactly as a full sort
+    // would decide, at the cost of two linear passes.
+    let neg_log_weight = |l: f32| (lmax - l) * f.inv_temperature;
+    s.histogram.clear();
+    s.histogram.resize(BUCKETS, 0.0);
+    let mut total = 0.0f64;
+    for &l in logits {
+        let w = weight(l);
+        s.weights.push(w);
+        if w > 0.0 {
+            s.histogram[bucket(neg_log_weight(l))] += f64::from(w);
+            total += f64::from(w);
+        }
+    }
+    let target = f64::from(f.top_p) * total;
+    let mut above = 0.0f64;
+    let mut boundary = BUCKETS - 1;
+    for (b, &mass) in s.histogram.iter().enumerate() {
+        if above + mass >= target {
+            boundary = b;
+            break;
+        }
+        above += mass;
+    }
     s.candidates.clear();
-    s.candidates.extend(
-        (0u32..)
-            .zip(&s.weights)
-            .filter(|(_, &w)| w > 0.0 && f64::from(w) >= tau)
-            .map(|(i, &w)| (i, w)),
-    );
-    nucleus(&mut s.candidates, f64::from(f.top_p) * total);
+    s.boundary.clear();
+    // Cheap reject first: a logit this far below the max lies past the
+    // boundary bucket (the margin absorbs rounding); only the few tokens above
+    // it pay for the exact bucket computation.
+    let cut = lmax - (boundary as f32 + 2.0) / BUCKET_SCALE / f.inv_temperature * 1.001;
+    let cut = cut - lmax.abs() * 1e-6;
+    for ((i, &w), &l) in (0u32..).zip(&s.weights).zip(logits) {
+        if l >= cut && w > 0.0 {
+            let b = bucket(neg_log_weight(l));
+            if b < boundary {
+                s.candidates.push((i, w));
+            } else if b == boundary {
+                s.boundary.push((i, w));
+            }
+        }
+    }
+    // The earlier buckets hold less than `target` (or nothing), so the
+    // boundary bucket always contributes at least one token.
+    nucleus(&mut s.boundary, target - above);
+    s.candidates.extend_from_slice(&s.boundary);
     positive(sum(&s.candidates), Kept::Sparse { total: 0.0 })
+}
+
+/// Log-weight buckets of the top_p path: bucket `b` holds the tokens with
+/// `(max - l) / T` in `[b, b + 1) / BUCKET_SCALE` nats; the last one also
+/// takes everything further down (weights below e^-64, i.e. negligible).
+const BUCKET_SCALE: f32 = 16.0;
+const BUCKETS: usize = 1024;
+
+#[inline]
+fn bucket(neg_log_weight: f32) -> usize {
+    // `as` saturates (and maps NaN to 0), so this never indexes out of range.
+    ((neg_log_weight * BUCKET_SCALE) as usize).min(BUCKETS - 1)
 }
 
 fn sum(c: &[(u32, f32)]) -> f64 {

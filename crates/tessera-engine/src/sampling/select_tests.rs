@@ -85,29 +85,39 @@ fn top_k_keeps_exactly_k_with_ties_to_lower_ids() {
 
 #[test]
 fn nucleus_on_a_large_vocab_matches_a_full_sort() {
-    // Several progressive rounds: 20k candidates with a slowly decaying tail.
+    // 20k candidates with a slowly decaying tail, at normal and tiny temperature
+    // (the latter with logits 1e-4 apart so that weights stay comparable).
     let n = 20_000u32;
-    let logits: Vec<f32> = (0..n)
-        .map(|i| -(((i * 7_919) % n) as f32) / 4_000.0)
-        .collect();
-    for &p in &[0.01f32, 0.3, 0.9, 0.999] {
-        let got = kept(&logits, filters(0, p, 0.0));
-        // Reference: sort everything, walk until the mass reaches p.
-        let w: Vec<f64> = logits.iter().map(|&l| f64::from(l.exp())).collect();
-        let total: f64 = w.iter().sum();
-        let mut order: Vec<u32> = (0..n).collect();
-        order.sort_by(|&a, &b| w[b as usize].total_cmp(&w[a as usize]).then(a.cmp(&b)));
-        let (mut cum, mut want) = (0.0, Vec::new());
-        for &t in &order {
-            if !want.is_empty() && cum >= f64::from(p) * total {
-                break;
+    for (scale, inv_t) in [(1.0f32, 1.0f32), (1.0, 3.0), (1e-4, 1e4)] {
+        let logits: Vec<f32> = (0..n)
+            .map(|i| -(((i * 7_919) % n) as f32) / 4_000.0 * scale)
+            .collect();
+        for &p in &[0.01f32, 0.3, 0.9, 0.999] {
+            let f = Filters {
+                inv_temperature: inv_t,
+                ..filters(0, p, 0.0)
+            };
+            let got = kept(&logits, f);
+            // Reference: sort everything, walk until the mass reaches p.
+            let w: Vec<f64> = logits
+                .iter()
+                .map(|&l| f64::from((l * inv_t).exp()))
+                .collect();
+            let total: f64 = w.iter().sum();
+            let mut order: Vec<u32> = (0..n).collect();
+            order.sort_by(|&a, &b| w[b as usize].total_cmp(&w[a as usize]).then(a.cmp(&b)));
+            let (mut cum, mut want) = (0.0, Vec::new());
+            for &t in &order {
+                if !want.is_empty() && cum >= f64::from(p) * total {
+                    break;
+                }
+                cum += w[t as usize];
+                want.push(t);
             }
-            cum += w[t as usize];
-            want.push(t);
+            want.sort_unstable();
+            assert_eq!(got.len(), want.len(), "top_p {p}, 1/T {inv_t}");
+            assert_eq!(got, want, "top_p {p}, 1/T {inv_t}");
         }
-        want.sort_unstable();
-        assert_eq!(got.len(), want.len(), "top_p {p}");
-        assert_eq!(got, want, "top_p {p}");
     }
 }
 

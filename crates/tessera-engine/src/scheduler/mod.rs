@@ -165,7 +165,10 @@ impl Scheduler {
                 }
             }
             if scheduled_self {
-                out.push(Scheduled { seq: id, num_tokens });
+                out.push(Scheduled {
+                    seq: id,
+                    num_tokens,
+                });
                 budget -= num_tokens;
                 i += 1;
             }
@@ -182,7 +185,10 @@ impl Scheduler {
             };
             self.waiting.remove(&key);
             self.running.push(id);
-            out.push(Scheduled { seq: id, num_tokens });
+            out.push(Scheduled {
+                seq: id,
+                num_tokens,
+            });
             budget -= num_tokens;
         }
         out
@@ -202,7 +208,8 @@ impl Scheduler {
         let full = seq.num_computed / block_size;
         seq.extend_hashes(full, block_size);
         for b in seq.num_cached_blocks..full {
-            self.pool.cache_full_block(seq.block_table[b], seq.block_hashes[b]);
+            self.pool
+                .cache_full_block(seq.block_table[b], seq.block_hashes[b]);
         }
         seq.num_cached_blocks = seq.num_cached_blocks.max(full);
     }

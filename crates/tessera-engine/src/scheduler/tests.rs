@@ -36,18 +36,39 @@ fn chunked_prefill_respects_the_budget_and_decodes_ride_along() {
     let mut s = scheduler(64, 8, 8);
     s.add(seq(1, Priority::Interactive, vec![7; 3]));
     let plan = s.schedule();
-    assert_eq!(plan, [Scheduled { seq: 1, num_tokens: 3 }]);
+    assert_eq!(
+        plan,
+        [Scheduled {
+            seq: 1,
+            num_tokens: 3
+        }]
+    );
     run_step(&mut s, &plan);
     s.add(seq(2, Priority::Interactive, vec![8; 20]));
     // The running decode goes first, then 7 of the new prompt's 20 tokens.
     let plan = s.schedule();
     assert_eq!(
         plan,
-        [Scheduled { seq: 1, num_tokens: 1 }, Scheduled { seq: 2, num_tokens: 7 }]
+        [
+            Scheduled {
+                seq: 1,
+                num_tokens: 1
+            },
+            Scheduled {
+                seq: 2,
+                num_tokens: 7
+            }
+        ]
     );
     run_step(&mut s, &plan);
     let plan = s.schedule();
-    assert_eq!(plan[1], Scheduled { seq: 2, num_tokens: 7 });
+    assert_eq!(
+        plan[1],
+        Scheduled {
+            seq: 2,
+            num_tokens: 7
+        }
+    );
 }
 
 #[test]
@@ -68,10 +89,19 @@ fn a_shared_prefix_is_computed_once() {
     s.add(seq(2, Priority::Interactive, prompt));
     let plan = s.schedule();
     // Two full blocks (8 tokens) are reused; the last two prompt tokens are not.
-    assert_eq!(plan[1], Scheduled { seq: 2, num_tokens: 2 });
+    assert_eq!(
+        plan[1],
+        Scheduled {
+            seq: 2,
+            num_tokens: 2
+        }
+    );
     let two = s.get(2).expect("seq 2");
     assert_eq!(two.cached_prompt_tokens, 8);
-    assert_eq!(two.block_table[..2], s.get(1).expect("seq 1").block_table[..2]);
+    assert_eq!(
+        two.block_table[..2],
+        s.get(1).expect("seq 1").block_table[..2]
+    );
 }
 
 #[test]
@@ -89,7 +119,13 @@ fn running_out_of_blocks_preempts_the_latest_batch_sequence() {
         run_step(&mut s, &plan);
     }
     let plan = s.schedule();
-    assert_eq!(plan, [Scheduled { seq: 1, num_tokens: 1 }]);
+    assert_eq!(
+        plan,
+        [Scheduled {
+            seq: 1,
+            num_tokens: 1
+        }]
+    );
     assert_eq!(s.num_preemptions(), 1);
     assert_eq!(s.get(2).expect("seq 2").num_computed, 0);
 }
@@ -130,14 +166,12 @@ proptest! {
         let mut ids: Vec<SeqId> = Vec::new();
         for e in events {
             match e {
-                Event::Arrive { len, batch } => {
-                    // Only prompts that fit the pool are admitted (the engine rejects others).
-                    if len.div_ceil(BS) + 1 <= num_blocks {
-                        next_id += 1;
-                        let p = if batch { Priority::Batch } else { Priority::Interactive };
-                        s.add(seq(next_id, p, (0..len as u32).map(|t| t % 5).collect()));
-                        ids.push(next_id);
-                    }
+                // Only prompts that fit the pool are admitted (the engine rejects others).
+                Event::Arrive { len, batch } if len.div_ceil(BS) < num_blocks => {
+                    next_id += 1;
+                    let p = if batch { Priority::Batch } else { Priority::Interactive };
+                    s.add(seq(next_id, p, (0..len as u32).map(|t| t % 5).collect()));
+                    ids.push(next_id);
                 }
                 Event::Abort(i) | Event::Finish(i) if !ids.is_empty() => {
                     let id = ids.swap_remove(i % ids.len());

@@ -111,19 +111,27 @@ impl Runner for HashModel {
                 let slot = self.slot(&chunk.block_table, pos)?;
                 self.slots[slot] = Some((t, pos));
             }
-            self.computed.fetch_add(chunk.token_ids.len(), Ordering::Relaxed);
+            self.computed
+                .fetch_add(chunk.token_ids.len(), Ordering::Relaxed);
             if chunk.wants_logits {
                 let mut context = Vec::with_capacity(chunk.context_len());
                 for pos in 0..chunk.context_len() {
                     match self.slots[self.slot(&chunk.block_table, pos)?] {
                         Some((t, p)) if p == pos => context.push(t),
-                        _ => return Err(FakeError(format!("KV of position {pos} was never written"))),
+                        _ => {
+                            return Err(FakeError(format!(
+                                "KV of position {pos} was never written"
+                            )))
+                        }
                     }
                 }
                 data.extend(logits_for(&context));
             }
         }
-        Ok(Logits { vocab_size: VOCAB, data })
+        Ok(Logits {
+            vocab_size: VOCAB,
+            data,
+        })
     }
 }
 
