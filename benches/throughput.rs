@@ -5,6 +5,9 @@
 //! Reports output tokens/s, p50/p99 time per output token (per request, after
 //! its first token), and the scheduler's share of step time (time outside the
 //! model forward).
+//!
+//! `cargo test --all-targets` also runs this file (without `--bench`): then it
+//! does a smoke run of 2 requests of 8 tokens so the code stays working.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,14 +21,20 @@ use tessera_model::loader::{load_bundle, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 
 fn main() -> anyhow::Result<()> {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .filter_map(|a| a.parse().ok())
         .collect();
-    let requests = args.first().copied().unwrap_or(64);
-    let prompt_len = args.get(1).copied().unwrap_or(128);
-    let output_len = args.get(2).copied().unwrap_or(128);
+    let defaults = if benchmarking {
+        [64, 128, 128]
+    } else {
+        [2, 16, 8]
+    };
+    let requests = args.first().copied().unwrap_or(defaults[0]);
+    let prompt_len = args.get(1).copied().unwrap_or(defaults[1]);
+    let output_len = args.get(2).copied().unwrap_or(defaults[2]);
     let model =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let (engine, vocab) = start(&model, requests)?;
@@ -46,6 +55,12 @@ fn main() -> anyhow::Result<()> {
     let before = engine.stats();
     let batch = run(&engine, requests, prompt_len, output_len, vocab, 1000)?;
     let after = engine.stats();
+    anyhow::ensure!(
+        batch.output_tokens == requests * output_len,
+        "expected {} output tokens, got {}",
+        requests * output_len,
+        batch.output_tokens
+    );
     let steps = after.steps - before.steps;
     let step_ns = after.step_nanos - before.step_nanos;
     let forward_ns = after.forward_nanos - before.forward_nanos;
