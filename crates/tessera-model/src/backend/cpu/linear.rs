@@ -1,4 +1,5 @@
-//! Linear layers on the CPU: candle's quantized (and f32) row-by-column dot products.
+//! Linear layers on the CPU: row-by-column dot products, by our kernels for
+//! Q4_1 and Q8_0 or by candle's quantized (and f32) matmuls for the other types.
 //!
 //! Each output element is one dot product of an activation row with a weight row,
 //! whatever the batch size, so results are batch-invariant.
@@ -11,12 +12,70 @@ use candle_core::CpuStorage;
 use crate::error::{ModelError, Result};
 use crate::weights::HostMatrix;
 
+use super::qmatmul::{Q4_1Matrix, Q8_0Matrix};
 use super::CpuTensor;
 
-/// One weight matrix in candle's block storage.
+/// One weight matrix.
 struct Part {
-    blocks: Box<dyn QuantizedType>,
+    weights: Weights,
     rows: usize,
+}
+
+/// Where a matrix's blocks live and which code multiplies them.
+enum Weights {
+    /// Our kernel (same bits as candle's, batched better).
+    Q4_1(Q4_1Matrix),
+    /// Our kernel (same bits as candle's AVX2 path, batched better).
+    Q8_0(Q8_0Matrix),
+    /// Every other type, in candle's block storage.
+    Candle(Box<dyn QuantizedType>),
+}
+
+impl Weights {
+    fn new(p: HostMatrix) -> Result<Self> {
+        let named = |e: String| ModelError::Backend(format!("{}: {e}", p.name));
+        Ok(match p.dtype {
+            GgmlDType::Q4_1 => {
+                Self::Q4_1(Q4_1Matrix::from_gguf_bytes(&p.data, p.rows, p.cols).map_err(named)?)
+            }
+            GgmlDType::Q8_0 => {
+                Self::Q8_0(Q8_0Matrix::from_gguf_bytes(&p.data, p.rows, p.cols).map_err(named)?)
+            }
+            _ => Self::Candle(p.dtype.from_data(Cow::Owned(p.data))),
+        })
+    }
+
+    /// `dst = lhs @ W^T` for `lhs` of `m` rows of `k`, W of `n` rows.
+    fn matmul_t(
+        &self,
+        (m, k, n): (usize, usize, usize),
+        lhs: &[f32],
+        dst: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Self::Q4_1(w) => {
+                debug_assert_eq!((w.rows(), lhs.len()), (n, m * k));
+                w.matmul_t(lhs, m, dst);
+                Ok(())
+            }
+            Self::Q8_0(w) => {
+                debug_assert_eq!((w.rows(), lhs.len()), (n, m * k));
+                w.matmul_t(lhs, m, dst);
+                Ok(())
+            }
+            Self::Candle(w) => w
+                .matmul_t((m, k, n), lhs, dst)
+                .map_err(|e| ModelError::Backend(e.to_string())),
+        }
+    }
+
+    fn dtype(&self) -> GgmlDType {
+        match self {
+            Self::Q4_1(_) => GgmlDType::Q4_1,
+            Self::Q8_0(_) => GgmlDType::Q8_0,
+            Self::Candle(w) => w.dtype(),
+        }
+    }
 }
 
 /// A linear layer: one or more weight matrices whose outputs are concatenated,
@@ -87,11 +146,14 @@ impl CpuLinear {
         }
         let parts = parts
             .into_iter()
-            .map(|p| Part {
-                blocks: p.dtype.from_data(Cow::Owned(p.data)),
-                rows: p.rows,
+            .map(|p| {
+                let rows = p.rows;
+                Ok(Part {
+                    weights: Weights::new(p)?,
+                    rows,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Self {
             parts,
             cols,
@@ -119,16 +181,14 @@ impl CpuLinear {
             return Ok(CpuTensor::new(out, 0, self.rows));
         }
         if let [part] = &self.parts[..] {
-            part.blocks
-                .matmul_t((m, self.cols, part.rows), &x.data, &mut out)
-                .map_err(|e| ModelError::Backend(e.to_string()))?;
+            part.weights
+                .matmul_t((m, self.cols, part.rows), &x.data, &mut out)?;
         } else {
             let mut col0 = 0;
             for part in &self.parts {
                 let mut tmp = vec![0f32; m * part.rows];
-                part.blocks
-                    .matmul_t((m, self.cols, part.rows), &x.data, &mut tmp)
-                    .map_err(|e| ModelError::Backend(e.to_string()))?;
+                part.weights
+                    .matmul_t((m, self.cols, part.rows), &x.data, &mut tmp)?;
                 for (dst, src) in out.chunks_mut(self.rows).zip(tmp.chunks(part.rows)) {
                     dst[col0..col0 + part.rows].copy_from_slice(src);
                 }
@@ -152,18 +212,35 @@ impl CpuLinear {
                 "embedding table must be one matrix".into(),
             ));
         };
-        let storage = part
-            .blocks
-            .embedding(ids, part.rows, self.cols)
-            .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
-        match storage {
-            CpuStorage::F32(data) => Ok(CpuTensor::new(data, ids.len(), self.cols)),
-            _ => Err(ModelError::Backend("embedding did not produce f32".into())),
+        let dequantize_row: &dyn Fn(usize, &mut [f32]) = match &part.weights {
+            Weights::Q4_1(w) => &|id, row| w.dequantize_row(id, row),
+            Weights::Q8_0(w) => &|id, row| w.dequantize_row(id, row),
+            Weights::Candle(blocks) => {
+                let storage = blocks
+                    .embedding(ids, part.rows, self.cols)
+                    .map_err(|e| ModelError::InvalidBatch(e.to_string()))?;
+                return match storage {
+                    CpuStorage::F32(data) => Ok(CpuTensor::new(data, ids.len(), self.cols)),
+                    _ => Err(ModelError::Backend("embedding did not produce f32".into())),
+                };
+            }
+        };
+        let mut data = vec![0f32; ids.len() * self.cols];
+        for (&id, row) in ids.iter().zip(data.chunks_exact_mut(self.cols)) {
+            let id = id as usize;
+            if id >= part.rows {
+                return Err(ModelError::InvalidBatch(format!(
+                    "token id {id} is outside the embedding table ({} rows)",
+                    part.rows
+                )));
+            }
+            dequantize_row(id, row);
         }
+        Ok(CpuTensor::new(data, ids.len(), self.cols))
     }
 
     /// Storage type of the first part, for logs.
     pub fn dtype(&self) -> GgmlDType {
-        self.parts[0].blocks.dtype()
+        self.parts[0].weights.dtype()
     }
 }

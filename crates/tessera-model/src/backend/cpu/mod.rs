@@ -4,6 +4,7 @@
 mod attention;
 mod linear;
 mod ops;
+mod qmatmul;
 
 use rayon::prelude::*;
 
