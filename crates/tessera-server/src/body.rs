@@ -52,6 +52,14 @@ pub fn typed<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError
     serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
+        if let Some(field) = unknown_field(&message) {
+            // serde lists only the fields of the struct at hand, which would
+            // mislead (the shared sampling fields are parsed separately).
+            return ApiError::invalid_param(
+                field,
+                format!("Unrecognized request argument supplied: {field}"),
+            );
+        }
         if path == "." || path.is_empty() {
             // An unknown field (deny_unknown_fields) or a missing one: serde's
             // message names it.
@@ -60,6 +68,12 @@ pub fn typed<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError
             ApiError::invalid_param(path.clone(), format!("invalid '{path}': {message}"))
         }
     })
+}
+
+/// The field named in serde's "unknown field `x`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
 }
 
 /// Removes the entries named in `keys` from `map` into a map of their own.
@@ -94,6 +108,7 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("a"));
         let map = parse_object(br#"{"b": 1}"#).expect("object");
         let e = typed::<T>(map).expect_err("unknown");
-        assert!(e.message.contains("unknown field `b`"), "{}", e.message);
+        assert_eq!(e.message, "Unrecognized request argument supplied: b");
+        assert_eq!(e.param.as_deref(), Some("b"));
     }
 }

@@ -28,24 +28,25 @@ fn normalize_one(i: usize, message: &Value) -> Result<Value, ApiError> {
             format!("messages[{i}] must be an object with 'role' and 'content'"),
         ));
     };
-    let role =
-        match obj.get("role").and_then(Value::as_str) {
-            // `developer` is OpenAI's newer name for `system`; templates know `system`.
-            Some("developer") => "system",
-            Some(r @ ("system" | "user" | "assistant" | "tool")) => r,
-            Some(other) => return Err(ApiError::invalid_param(
+    let role = match obj.get("role").and_then(Value::as_str) {
+        // `developer` is OpenAI's newer name for `system`; templates know `system`.
+        Some("developer") => "system",
+        Some(r @ ("system" | "user" | "assistant" | "tool")) => r,
+        Some(other) => {
+            return Err(ApiError::invalid_param(
                 at("role"),
                 format!(
                     "unknown role '{other}' (expected system, developer, user, assistant or tool)"
                 ),
-            )),
-            None => {
-                return Err(ApiError::invalid_param(
-                    at("role"),
-                    format!("{} is required and must be a string", at("role")),
-                ))
-            }
-        };
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid_param(
+                at("role"),
+                format!("{} is required and must be a string", at("role")),
+            ))
+        }
+    };
     let content = match obj.get("content") {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) if role == "assistant" => String::new(),

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::body::{typed, JsonObject};
 use crate::compat::strip_unimplemented;
@@ -24,8 +25,6 @@ use crate::state::AppState;
 use crate::text::TextModel;
 
 /// `prompt`: text or token ids, one or a batch.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
 enum Prompt {
     Text(String),
     Texts(Vec<String>),
@@ -33,11 +32,49 @@ enum Prompt {
     TokenBatch(Vec<Vec<u32>>),
 }
 
+impl Prompt {
+    /// Reads the four shapes OpenAI accepts, with a message naming them
+    /// (serde's untagged enums only say that nothing matched).
+    fn from_json(value: Value) -> Result<Self, ApiError> {
+        let shapes = "prompt must be a string, a list of strings, a list of token ids or a \
+                      list of lists of token ids";
+        let wrong = || ApiError::invalid_param("prompt", shapes);
+        if let Value::String(s) = value {
+            return Ok(Prompt::Text(s));
+        }
+        let Value::Array(items) = value else {
+            return Err(wrong());
+        };
+        let token = |v: &Value| v.as_u64().and_then(|t| u32::try_from(t).ok());
+        let tokens = |items: &[Value]| items.iter().map(token).collect::<Option<Vec<u32>>>();
+        let prompt = match items.first() {
+            None => Prompt::Texts(Vec::new()),
+            Some(Value::String(_)) => Prompt::Texts(
+                items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(wrong)?,
+            ),
+            Some(Value::Number(_)) => Prompt::Tokens(tokens(&items).ok_or_else(wrong)?),
+            Some(Value::Array(_)) => Prompt::TokenBatch(
+                items
+                    .iter()
+                    .map(|v| v.as_array().and_then(|a| tokens(a)))
+                    .collect::<Option<_>>()
+                    .ok_or_else(wrong)?,
+            ),
+            Some(_) => return Err(wrong()),
+        };
+        Ok(prompt)
+    }
+}
+
 /// Completions-only fields (the shared ones are in [`SamplingFields`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CompletionFields {
-    prompt: Prompt,
+    prompt: Value,
     echo: Option<bool>,
     logprobs: Option<usize>,
     best_of: Option<usize>,
@@ -72,7 +109,7 @@ pub async fn completions(
             "echo together with logprobs is not supported (prompt logprobs are not computed)",
         ));
     }
-    let prompts = tokenize_prompts(&*model.text, req.prompt, echo)?;
+    let prompts = tokenize_prompts(&*model.text, Prompt::from_json(req.prompt)?, echo)?;
     let mut max_tokens = 0;
     for p in &prompts {
         max_tokens = max_tokens.max(decide_max_tokens(
