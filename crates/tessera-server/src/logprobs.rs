@@ -54,11 +54,36 @@ pub fn completion(
         *offset += token.chars().count();
         let mut top = Map::new();
         for &(id, logprob) in &lp.top {
-            top.insert(text.token_text(id), Value::from(finite_logprob(logprob)));
+            top.insert(text.token_text(id), json_f32(finite_logprob(logprob)));
         }
         out.top_logprobs.push(top);
         out.token_logprobs.push(finite_logprob(lp.logprob));
         out.tokens.push(token);
     }
     out
+}
+
+/// An f32 as a JSON number with the same digits serde writes for an f32
+/// field (`-1.2047801`, not the widened `-1.204780101776123`), so a token's
+/// logprob in `top_logprobs` equals the one in `token_logprobs`.
+fn json_f32(x: f32) -> Value {
+    x.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_f32;
+
+    #[test]
+    fn f32_logprobs_keep_their_short_digits() {
+        let x = -1.204_780_1_f32;
+        assert_eq!(
+            json_f32(x).to_string(),
+            serde_json::to_string(&x).expect("f32")
+        );
+    }
 }
