@@ -111,7 +111,6 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
             max_waiting_requests: args.max_waiting_requests,
             eos_token_ids: tokenizer.eos_token_ids().to_vec(),
             vocab_size: config.vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
-            ..EngineConfig::default()
         },
     )?;
     Ok(Serving {

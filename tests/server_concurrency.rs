@@ -33,7 +33,7 @@ const SUBJECTS: [&str; 16] = [
 /// Client `i` sends request `i % 16`: a quarter are chats (whose template
 /// makes longer prompts), the rest plain completions.
 fn is_chat(i: usize) -> bool {
-    i % 4 == 0
+    i.is_multiple_of(4)
 }
 
 fn body(i: usize, stream: bool) -> Value {

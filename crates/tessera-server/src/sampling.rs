@@ -14,6 +14,9 @@ use crate::error::ApiError;
 
 /// Completions' `max_tokens` when a request gives none (OpenAI's default).
 pub const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
+/// Most samples per prompt (OpenAI's limit): each is a sequence in the engine,
+/// so an unbounded `n` would let one request exhaust the server.
+pub const MAX_N: usize = 128;
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +139,13 @@ impl SamplingFields {
                 ))
             }
         };
+        let n = self.n.unwrap_or(1);
+        if n > MAX_N {
+            return Err(ApiError::invalid_param(
+                "n",
+                format!("n must be at most {MAX_N}, got {n}"),
+            ));
+        }
         let mut logit_bias = Vec::new();
         for (token, &bias) in self.logit_bias.iter().flatten() {
             let id = token.parse::<u32>().map_err(|_| {
@@ -148,7 +158,7 @@ impl SamplingFields {
         }
         logit_bias.sort_by_key(|&(id, _)| id);
         Ok(SamplingParams {
-            n: self.n.unwrap_or(1),
+            n,
             temperature: self.temperature.unwrap_or(d.temperature),
             top_k,
             top_p: self.top_p.unwrap_or(d.top_p),
@@ -271,6 +281,11 @@ mod tests {
             .to_params(1)
             .expect_err("key");
         assert_eq!(e.param.as_deref(), Some("logit_bias"));
+        let e = fields(json!({"n": 129}))
+            .expect("parses")
+            .to_params(1)
+            .expect_err("n");
+        assert_eq!(e.param.as_deref(), Some("n"));
         let e = fields(json!({"top_k": -5}))
             .expect("parses")
             .to_params(1)
