@@ -1,4 +1,5 @@
-//! A client that goes away mid-stream aborts its request: generation stops
+//! A client that goes away (mid-stream, or waiting for a whole response)
+//! aborts its request: generation stops
 //! and every KV block comes back (seen through the engine's stats).
 
 mod common;
@@ -19,7 +20,7 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-fn a_disconnect_mid_stream_aborts_and_frees_every_block() {
+fn a_client_that_leaves_aborts_its_request_and_frees_every_block() {
     let registry = Arc::new(ModelRegistry::new());
     let engine = common::register(&registry, common::MODEL, &common::engine_args("64MiB", 16));
     registry.set_ready(true);
@@ -64,4 +65,19 @@ fn a_disconnect_mid_stream_aborts_and_frees_every_block() {
             "{path}: aborted early, not run to max_tokens ({generated})"
         );
     }
+
+    // A client waiting for a whole (non-streamed) response that goes away
+    // aborts it too: hyper drops the handler, which drops the engine stream.
+    let before = engine.stats().generated_tokens;
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 1000, "ignore_eos": true});
+    let reader = send(addr, "POST", "/v1/completions", body.to_string().as_bytes());
+    wait_for("generation to start", Duration::from_secs(60), || {
+        engine.stats().generated_tokens > before + 3
+    });
+    drop(reader);
+    wait_for("the blocks to come back", Duration::from_secs(60), || {
+        engine.stats().free_blocks == total
+    });
+    let generated = engine.stats().generated_tokens - before;
+    assert!(generated < 1000, "aborted early ({generated})");
 }

@@ -140,10 +140,10 @@ impl SamplingFields {
             }
         };
         let n = self.n.unwrap_or(1);
-        if n > MAX_N {
+        if !(1..=MAX_N).contains(&n) {
             return Err(ApiError::invalid_param(
                 "n",
-                format!("n must be at most {MAX_N}, got {n}"),
+                format!("n must be in [1, {MAX_N}], got {n}"),
             ));
         }
         let mut logit_bias = Vec::new();
