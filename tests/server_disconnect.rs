@@ -1,6 +1,6 @@
 //! A client that goes away (mid-stream, or waiting for a whole response)
-//! aborts its request: generation stops
-//! and every KV block comes back (seen through the engine's stats).
+//! aborts its request: generation stops and every KV block comes back (seen
+//! through the engine's stats).
 
 mod common;
 
