@@ -1,6 +1,7 @@
 //! Loading a model and starting the engine on it: shared by every command that
 //! generates.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,10 @@ pub struct EngineArgs {
     /// Turn off reuse of cached prompt prefixes.
     #[arg(long)]
     pub no_prefix_caching: bool,
+    /// Most requests queued for admission; beyond it requests are refused
+    /// (HTTP 429) instead of waiting.
+    #[arg(long, default_value_t = 4096)]
+    pub max_waiting_requests: usize,
 }
 
 /// A running engine and what the front end needs beside it.
@@ -48,6 +53,12 @@ pub struct Serving {
     pub engine: EngineHandle,
     pub tokenizer: Arc<Tokenizer>,
     pub chat_template: Option<ChatTemplate>,
+    /// The model file or directory loaded.
+    pub model_path: PathBuf,
+    /// The compute backend, for logs.
+    pub backend: &'static str,
+    /// Tokens the KV pool holds.
+    pub kv_tokens: usize,
 }
 
 /// Loads the model and starts the engine, reporting the KV pool on stderr.
@@ -97,15 +108,18 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
             max_num_batched_tokens: args.max_num_batched_tokens,
             max_num_seqs: args.max_num_seqs,
             enable_prefix_caching: !args.no_prefix_caching,
+            max_waiting_requests: args.max_waiting_requests,
             eos_token_ids: tokenizer.eos_token_ids().to_vec(),
             vocab_size: config.vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
-            ..EngineConfig::default()
         },
     )?;
     Ok(Serving {
         engine,
         tokenizer,
         chat_template: bundle.chat_template,
+        model_path: path,
+        backend: "cpu",
+        kv_tokens: num_blocks * BLOCK_SIZE,
     })
 }
 

@@ -1,13 +1,10 @@
 //! The `tessera` command line: a thin layer over the library crates.
 
-mod engine_setup;
-mod generate;
-mod model_path;
-
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use tessera::{generate, serve};
 
 /// tessera: a model-serving engine for large language models.
 #[derive(Debug, Parser)]
@@ -19,6 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve models over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Generate text from a prompt, streaming it to stdout.
     Generate(generate::GenerateArgs),
     /// Download a model repository from the Hugging Face hub (honours HF_ENDPOINT,
@@ -42,11 +41,14 @@ struct PullArgs {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,tessera=info,tessera_server=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
+        Command::Serve(args) => serve::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Pull(args) => {
             let dir: PathBuf = tessera_model::hub::pull(

@@ -1,6 +1,7 @@
 //! One engine step: schedule, run the model, sample, stream outputs.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -76,6 +77,11 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             },
             pool,
         );
+        let s = &stats;
+        s.num_blocks
+            .store(scheduler.pool().num_blocks() as u64, Ordering::Relaxed);
+        s.free_blocks
+            .store(scheduler.pool().num_free() as u64, Ordering::Relaxed);
         Self {
             runner,
             decoder,
@@ -137,7 +143,15 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             if !state.admitted {
                 (self.on_admit)();
             }
+            self.publish_free_blocks();
         }
+    }
+
+    /// Copies the pool's free-block count into the stats, so clients can see
+    /// blocks come back (a disconnect's abort happens between steps).
+    fn publish_free_blocks(&self) {
+        let free = self.scheduler.pool().num_free() as u64;
+        self.stats.free_blocks.store(free, Ordering::Relaxed);
     }
 
     /// Runs one step. Returns whether there was work.
@@ -193,10 +207,9 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         }
         let s = &self.stats;
         EngineStats::add(&s.steps, 1);
-        s.preemptions.store(
-            self.scheduler.num_preemptions(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        s.preemptions
+            .store(self.scheduler.num_preemptions(), Ordering::Relaxed);
+        self.publish_free_blocks();
         EngineStats::add(&s.forward_nanos, forward.as_nanos() as u64);
         EngineStats::add(&s.step_nanos, start.elapsed().as_nanos() as u64);
         true

@@ -56,6 +56,11 @@ pub struct EngineStats {
     pub step_nanos: AtomicU64,
     /// Nanoseconds of those spent in the model forward.
     pub forward_nanos: AtomicU64,
+    /// KV blocks in the pool.
+    pub num_blocks: AtomicU64,
+    /// KV blocks not held by any sequence (a gauge, updated after every step
+    /// and abort; blocks keeping a cached prefix count as free).
+    pub free_blocks: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -68,6 +73,8 @@ pub struct StatsSnapshot {
     pub generated_tokens: u64,
     pub step_nanos: u64,
     pub forward_nanos: u64,
+    pub num_blocks: u64,
+    pub free_blocks: u64,
 }
 
 impl EngineStats {
@@ -82,6 +89,8 @@ impl EngineStats {
             generated_tokens: r(&self.generated_tokens),
             step_nanos: r(&self.step_nanos),
             forward_nanos: r(&self.forward_nanos),
+            num_blocks: r(&self.num_blocks),
+            free_blocks: r(&self.free_blocks),
         }
     }
 

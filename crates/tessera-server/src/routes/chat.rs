@@ -1,0 +1,229 @@
+//! `POST /v1/chat/completions`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::body::{typed, JsonObject};
+use crate::compat::strip_unimplemented;
+use crate::error::ApiError;
+use crate::ids::new_id;
+use crate::openai::chat::{
+    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChunkChoice, Delta,
+};
+use crate::openai::{Header, UsageBody};
+use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs};
+use crate::routes::sse::{data_event, done_event, error_event};
+use crate::sampling::{decide_max_tokens, SamplingFields};
+use crate::state::AppState;
+use crate::text::TextModel;
+use crate::{logprobs, messages};
+
+/// Chat-only fields (the shared ones are in [`SamplingFields`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatFields {
+    messages: Vec<Value>,
+    max_completion_tokens: Option<usize>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<usize>,
+}
+
+/// The handler.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    JsonObject(mut body): JsonObject,
+) -> Result<Response, ApiError> {
+    strip_unimplemented(&mut body, true)?;
+    let fields = SamplingFields::take(&mut body)?;
+    let chat: ChatFields = typed(body)?;
+    let model = state.registry.resolve(fields.model.as_deref())?;
+
+    let messages = messages::normalize(&chat.messages)?;
+    let prompt_text = model
+        .text
+        .render_chat(&messages, true)
+        .map_err(|e| ApiError::invalid_param("messages", e))?;
+    // The template writes the BOS itself where the model wants one.
+    let prompt = model
+        .text
+        .encode(&prompt_text, false)
+        .map_err(ApiError::bad_request)?;
+    let max_tokens = decide_max_tokens(
+        chat.max_completion_tokens.or(fields.max_tokens),
+        None,
+        prompt.len(),
+        model.max_len(),
+        "messages",
+    )?;
+    let mut params = fields.to_params(max_tokens)?;
+    params.logprobs = match (chat.logprobs, chat.top_logprobs) {
+        (Some(true), top) => Some(top.unwrap_or(0)),
+        (_, None | Some(0)) => None,
+        (_, Some(_)) => {
+            return Err(ApiError::invalid_param(
+                "top_logprobs",
+                "top_logprobs requires logprobs to be true",
+            ))
+        }
+    };
+    let include_usage = fields.include_usage()?;
+    let outputs = submit(&model, vec![prompt], &params, fields.priority()?)?;
+    let header = Header {
+        id: new_id("chatcmpl-"),
+        object: "chat.completion",
+        created: crate::ids::unix_now(),
+        model: model.name.clone(),
+        system_fingerprint: model.fingerprint.clone(),
+    };
+    let text = model.text.clone();
+    let want_logprobs = params.logprobs.is_some();
+    if fields.streaming() {
+        let header = Header {
+            object: "chat.completion.chunk",
+            ..header
+        };
+        let stream = ChatStream {
+            outputs,
+            header,
+            text,
+            include_usage,
+            want_logprobs,
+            usage: UsageBody::default(),
+            started: false,
+            finished: false,
+        };
+        return Ok(Sse::new(stream.into_events())
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let (choices, usage) = collect(outputs).await?;
+    let choices = choices
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| ChatChoice {
+            index,
+            logprobs: want_logprobs.then(|| logprobs::chat(&*text, &c.logprobs)),
+            message: AssistantMessage {
+                role: "assistant",
+                content: c.text,
+                refusal: None,
+            },
+            finish_reason: finish_str(c.finish_reason),
+        })
+        .collect();
+    Ok(Json(ChatCompletion {
+        header,
+        choices,
+        usage,
+    })
+    .into_response())
+}
+
+/// The state of one streamed chat completion.
+struct ChatStream {
+    outputs: Outputs,
+    header: Header,
+    text: Arc<dyn TextModel>,
+    include_usage: bool,
+    want_logprobs: bool,
+    usage: UsageBody,
+    started: bool,
+    finished: bool,
+}
+
+impl ChatStream {
+    fn into_events(self) -> impl Stream<Item = Result<Event, Infallible>> {
+        stream::unfold(self, |mut s| async move {
+            let events = s.next_events().await?;
+            Some((stream::iter(events.into_iter().map(Ok)), s))
+        })
+        .flatten()
+    }
+
+    fn chunk(&self, choices: Vec<ChunkChoice>) -> Event {
+        data_event(&ChatChunk {
+            header: self.header.clone(),
+            choices,
+            usage: self.include_usage.then_some(None),
+        })
+    }
+
+    /// The events for the next step; `None` after `[DONE]`.
+    async fn next_events(&mut self) -> Option<Vec<Event>> {
+        if self.finished {
+            return None;
+        }
+        if !self.started {
+            // Every choice's first chunk carries the role, before any content.
+            self.started = true;
+            let n = self.outputs.num_choices();
+            return Some(
+                (0..n)
+                    .map(|index| {
+                        self.chunk(vec![ChunkChoice {
+                            index,
+                            delta: Delta {
+                                role: Some("assistant"),
+                                content: Some(String::new()),
+                            },
+                            logprobs: None,
+                            finish_reason: None,
+                        }])
+                    })
+                    .collect(),
+            );
+        }
+        let Some((index, out)) = self.outputs.next().await else {
+            self.finished = true;
+            let mut events = Vec::new();
+            if self.include_usage {
+                events.push(data_event(&ChatChunk {
+                    header: self.header.clone(),
+                    choices: Vec::new(),
+                    usage: Some(Some(self.usage)),
+                }));
+            }
+            events.push(done_event());
+            return Some(events);
+        };
+        if let Some(error) = &out.error {
+            return Some(vec![error_event(&ApiError::internal(format!(
+                "generation failed: {error}"
+            )))]);
+        }
+        if let Some(u) = &out.usage {
+            self.usage.add(u);
+        }
+        let lps = visible_logprobs(&out);
+        let mut events = Vec::new();
+        if !out.text.is_empty() || !lps.is_empty() {
+            let logprobs = self.want_logprobs.then(|| logprobs::chat(&*self.text, lps));
+            events.push(self.chunk(vec![ChunkChoice {
+                index,
+                delta: Delta {
+                    role: None,
+                    content: Some(out.text.clone()),
+                },
+                logprobs,
+                finish_reason: None,
+            }]));
+        }
+        if out.finish_reason.is_some() {
+            events.push(self.chunk(vec![ChunkChoice {
+                index,
+                delta: Delta::default(),
+                logprobs: None,
+                finish_reason: finish_str(out.finish_reason),
+            }]));
+        }
+        Some(events)
+    }
+}

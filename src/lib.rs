@@ -1,0 +1,8 @@
+//! The `tessera` command's wiring, as a library so that end-to-end tests can
+//! start the same engine and server the binary does.
+
+pub mod engine_setup;
+pub mod generate;
+pub mod model_path;
+pub mod serve;
+pub mod text_model;

@@ -1,0 +1,49 @@
+//! The server's view of a model's text side ([`TextModel`]) over
+//! tessera-model's tokenizer and chat template.
+
+use std::sync::Arc;
+
+use tessera_model::chat::{self, ChatTemplate};
+use tessera_model::tokenizer::Tokenizer;
+use tessera_server::TextModel;
+
+/// A tokenizer and, if the model has one, its chat template.
+pub struct ModelText {
+    tokenizer: Arc<Tokenizer>,
+    template: Option<ChatTemplate>,
+}
+
+impl ModelText {
+    /// Wraps a loaded model's tokenizer and template.
+    pub fn new(tokenizer: Arc<Tokenizer>, template: Option<ChatTemplate>) -> Self {
+        Self {
+            tokenizer,
+            template,
+        }
+    }
+}
+
+impl TextModel for ModelText {
+    fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, String> {
+        self.tokenizer
+            .encode(text, add_special_tokens)
+            .map_err(|e| e.to_string())
+    }
+
+    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, String> {
+        self.tokenizer
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| e.to_string())
+    }
+
+    fn render_chat(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String, String> {
+        let template = chat::require(self.template.as_ref()).map_err(|e| e.to_string())?;
+        template
+            .render_json(messages, add_generation_prompt, &serde_json::Value::Null)
+            .map_err(|e| e.to_string())
+    }
+}

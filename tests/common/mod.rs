@@ -1,0 +1,263 @@
+//! Shared by the server tests: an in-process `tessera serve` over the default
+//! model, and a small HTTP/1.1 client that hands back the raw bytes (so the
+//! tests see exactly what goes over the wire).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tessera::engine_setup::{self, EngineArgs};
+use tessera::text_model::ModelText;
+use tessera_engine::engine::EngineHandle;
+use tessera_server::{AppState, ModelRegistry, ServedModel};
+
+/// The name the test server gives the default model.
+pub const MODEL: &str = "smol";
+
+/// A server running on its own runtime thread.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub engine: EngineHandle,
+    pub registry: Arc<ModelRegistry>,
+}
+
+/// Engine options small enough for CI: a 2048-token context and a modest KV pool.
+pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
+    EngineArgs {
+        model: Some(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+            )
+            .into(),
+        ),
+        max_model_len: Some(2048),
+        kv_cache_memory: Some(engine_setup::parse_bytes(kv).expect("size")),
+        max_num_batched_tokens: 512,
+        max_num_seqs: 64,
+        no_prefix_caching: false,
+        max_waiting_requests: max_waiting,
+    }
+}
+
+/// Loads a model and registers it as `name`.
+pub fn register(registry: &ModelRegistry, name: &str, args: &EngineArgs) -> EngineHandle {
+    let serving = engine_setup::start(args).expect("the default model loads (scripts/fetch-model)");
+    let text = Arc::new(ModelText::new(serving.tokenizer, serving.chat_template));
+    let engine = serving.engine.clone();
+    registry
+        .add(ServedModel::new(name, serving.engine, text))
+        .expect("unique name");
+    engine
+}
+
+/// Serves `registry` on a free port in the background.
+pub fn serve(registry: Arc<ModelRegistry>, max_body_bytes: usize) -> SocketAddr {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = std_listener.local_addr().expect("addr");
+    std_listener.set_nonblocking(true).expect("nonblocking");
+    let state = AppState {
+        registry,
+        max_body_bytes,
+    };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+            tessera_server::serve(
+                listener,
+                state,
+                std::future::pending(),
+                Duration::from_secs(1),
+            )
+            .await
+            .expect("serves");
+        });
+    });
+    addr
+}
+
+/// The default model as `MODEL`, ready, on a free port.
+pub fn start() -> TestServer {
+    let registry = Arc::new(ModelRegistry::new());
+    let engine = register(&registry, MODEL, &engine_args("192MiB", 4096));
+    registry.set_ready(true);
+    let addr = serve(registry.clone(), 1 << 20);
+    TestServer {
+        addr,
+        engine,
+        registry,
+    }
+}
+
+/// A response: status, lower-cased headers and the body (de-chunked).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("utf-8 body")
+    }
+}
+
+/// Opens a connection and sends a request; the reader is positioned at the
+/// start of the response.
+pub fn send(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(300)))
+        .expect("timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    stream.write_all(body).expect("write body");
+    BufReader::new(stream)
+}
+
+/// Reads the status line and headers.
+pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header");
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').expect("header colon");
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    (status, headers)
+}
+
+/// Reads one chunk of a chunked body; `None` at the last (empty) chunk.
+pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("chunk size");
+    let size = usize::from_str_radix(line.trim(), 16)
+        .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+    let mut data = vec![0; size + 2];
+    reader.read_exact(&mut data).expect("chunk data");
+    assert_eq!(&data[size..], b"\r\n", "chunk not followed by CRLF");
+    data.truncate(size);
+    (size > 0).then_some(data)
+}
+
+/// A whole request and response.
+pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    let mut reader = send(addr, method, path, body);
+    let (status, headers) = read_head(&mut reader);
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        while let Some(chunk) = read_chunk(&mut reader) {
+            body.extend(chunk);
+        }
+    } else if let Some((_, len)) = headers.iter().find(|(k, _)| k == "content-length") {
+        let len: usize = len.parse().expect("content-length");
+        body.resize(len, 0);
+        reader.read_exact(&mut body).expect("body");
+    } else {
+        reader.read_to_end(&mut body).expect("body");
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// POSTs JSON.
+pub fn post(addr: SocketAddr, path: &str, body: &Value) -> Response {
+    request(addr, "POST", path, body.to_string().as_bytes())
+}
+
+/// Splits a raw SSE body into its events' `data` payloads, checking the
+/// framing byte for byte: every event is `data: <payload>\n\n` (keep-alive
+/// comments aside), the last is `[DONE]`, and nothing follows it.
+pub fn sse_payloads(body: &[u8]) -> Vec<String> {
+    let text = std::str::from_utf8(body).expect("SSE is UTF-8");
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "stream must end with [DONE]: {text:?}"
+    );
+    let mut payloads = Vec::new();
+    for event in text.split_terminator("\n\n") {
+        if event.starts_with(':') {
+            continue; // keep-alive comment
+        }
+        let data = event
+            .strip_prefix("data: ")
+            .unwrap_or_else(|| panic!("event without 'data: ': {event:?}"));
+        assert!(!data.contains('\n'), "one data line per event: {event:?}");
+        payloads.push(data.to_string());
+    }
+    assert_eq!(
+        payloads.iter().filter(|p| *p == "[DONE]").count(),
+        1,
+        "exactly one [DONE]"
+    );
+    payloads
+}
+
+/// The chunks of a stream (every payload but `[DONE]`), parsed.
+pub fn sse_chunks(body: &[u8]) -> Vec<Value> {
+    let payloads = sse_payloads(body);
+    payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap_or_else(|e| panic!("chunk is not JSON ({e}): {p}")))
+        .collect()
+}
+
+/// The sorted keys of a JSON object.
+pub fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort_unstable();
+    k
+}
