@@ -284,23 +284,26 @@ fn dropping_the_stream_aborts_and_frees_blocks() {
     assert_eq!(engine.stats().num_blocks, 8);
     assert_eq!(engine.stats().free_blocks, 8);
     let mut first = engine.submit(request(prompt(1, 8), p.clone())).expect("ok");
-    // The gauge is published at the end of a step, so after the second output
-    // it shows the first step's allocation.
     let _ = first.blocking_next();
-    let _ = first.blocking_next();
-    assert!(engine.stats().free_blocks < 8, "{:?}", engine.stats());
+    // (No check that the gauge shows the blocks in use here: this fake model is
+    // so fast that the request may already have finished by now.)
     drop(first);
     // The abort is applied by the engine thread; the gauge shows it without
     // another request stepping the engine.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while engine.stats().free_blocks != 8 {
-        assert!(std::time::Instant::now() < deadline, "{:?}", engine.stats());
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until_all_blocks_free(&engine, 8);
     let (s, _) = collect(engine.submit(request(prompt(2, 8), p)).expect("ok"), 1);
     assert_eq!(s[0].tokens.len(), 20);
     assert_eq!(engine.stats().preemptions, 0, "{:?}", engine.stats());
-    assert_eq!(engine.stats().free_blocks, 8, "{:?}", engine.stats());
+    // The gauge is published at the end of the step that sent the last output.
+    wait_until_all_blocks_free(&engine, 8);
+}
+
+fn wait_until_all_blocks_free(engine: &EngineHandle, total: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.stats().free_blocks != total {
+        assert!(std::time::Instant::now() < deadline, "{:?}", engine.stats());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 #[test]
