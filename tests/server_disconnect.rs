@@ -5,19 +5,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{read_chunk, read_head, send};
+use common::{read_chunk, read_head, send, wait_for};
 use serde_json::json;
 use tessera_server::ModelRegistry;
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn a_client_that_leaves_aborts_its_request_and_frees_every_block() {

@@ -261,3 +261,15 @@ pub fn keys(v: &Value) -> Vec<&str> {
     k.sort_unstable();
     k
 }
+
+/// Polls `done` until it holds; fails the test after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
