@@ -9,8 +9,9 @@
 //! rounding) moved the top logits of the first prompt by up to 0.2. llama.cpp and
 //! candle differ from tessera in many such orders (attention sums, softmax, rotary
 //! angles), so logits agree to a few tenths, not bit for bit. Observed on the four
-//! fixture prompts (2026-11-25): vs llama.cpp, top-20 max |diff| 0.21-0.48, mean
-//! 0.08-0.28; vs candle, whole-vocabulary max 0.70-0.86, mean 0.11-0.23. The bounds
+//! fixture prompts (2026-11-25, FMA attention kernel): vs llama.cpp, top-20 max
+//! |diff| 0.27-0.50, mean 0.09-0.26; vs candle, whole-vocabulary max 0-0.88, mean
+//! 0-0.26. The bounds
 //! below leave about 2x headroom; a wrong rotary layout, norm or head mapping moves
 //! logits by several units and fails them.
 
