@@ -73,7 +73,8 @@ impl<B: Backend> ModelRunner<B> {
                 data: Vec::new(),
             });
         }
-        let logits = self.model.forward(&self.backend, &mut self.cache, batch)?;
+        let (model, backend, cache) = (&self.model, &self.backend, &mut self.cache);
+        let logits = backend.install(|| model.forward(backend, cache, batch))?;
         Ok(Logits {
             vocab_size: vocab,
             data: self.backend.to_host(&logits)?,

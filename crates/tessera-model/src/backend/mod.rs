@@ -44,9 +44,9 @@ pub struct KvCacheShape {
 /// A compute device the model runs on.
 pub trait Backend: Send + Sync {
     /// A row-major matrix of activations (or a vector: one row) on the device.
-    type Tensor;
+    type Tensor: Send + Sync;
     /// A linear layer's weight matrix (possibly quantized) plus optional bias.
-    type Linear;
+    type Linear: Send + Sync;
     /// The paged K and V pools of every layer.
     type KvCache: Send;
     /// The rotary table, resident on the device.
@@ -54,6 +54,12 @@ pub trait Backend: Send + Sync {
 
     /// A short name for logs ("cpu", "cuda:0").
     fn name(&self) -> String;
+
+    /// Runs `op`, one whole forward, where this backend's host-side parallel
+    /// operations are cheapest to start. The default runs it in place.
+    fn install<R: Send>(&self, op: impl FnOnce() -> R + Send) -> R {
+        op()
+    }
 
     // ---- set-up ----
 

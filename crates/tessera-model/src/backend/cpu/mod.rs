@@ -58,6 +58,14 @@ impl Backend for CpuBackend {
     type KvCache = CpuKvCache;
     type Rope = RopeTable;
 
+    /// Runs the forward on a worker of rayon's pool. Called from the engine's
+    /// own thread, every parallel operation would otherwise be injected into
+    /// the pool and waited for across threads (a wake-up and a sleep each,
+    /// hundreds per token); from a worker, they split by work stealing.
+    fn install<R: Send>(&self, op: impl FnOnce() -> R + Send) -> R {
+        rayon::scope(|_| op())
+    }
+
     fn name(&self) -> String {
         "cpu".to_string()
     }
