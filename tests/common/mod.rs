@@ -13,7 +13,7 @@ use serde_json::Value;
 use tessera::engine_setup::{self, EngineArgs};
 use tessera::text_model::ModelText;
 use tessera_engine::engine::EngineHandle;
-use tessera_server::{AppState, ModelRegistry, ServedModel};
+use tessera_server::{AppState, ModelRegistry, ServedModel, ServerConfig};
 
 /// The name the test server gives the default model.
 pub const MODEL: &str = "smol";
@@ -57,13 +57,27 @@ pub fn register(registry: &ModelRegistry, name: &str, args: &EngineArgs) -> Engi
 
 /// Serves `registry` on a free port in the background.
 pub fn serve(registry: Arc<ModelRegistry>, max_body_bytes: usize) -> SocketAddr {
+    serve_with(
+        registry,
+        ServerConfig {
+            max_body_bytes,
+            ..ServerConfig::default()
+        },
+        None,
+    )
+}
+
+/// Serves `registry` with `config` (over TLS with `tls`) on a free port in
+/// the background.
+pub fn serve_with(
+    registry: Arc<ModelRegistry>,
+    config: ServerConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> SocketAddr {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = std_listener.local_addr().expect("addr");
     std_listener.set_nonblocking(true).expect("nonblocking");
-    let state = AppState {
-        registry,
-        max_body_bytes,
-    };
+    let state = AppState::new(registry, config).expect("valid config");
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -74,6 +88,7 @@ pub fn serve(registry: Arc<ModelRegistry>, max_body_bytes: usize) -> SocketAddr 
             let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
             tessera_server::serve(
                 listener,
+                tls,
                 state,
                 std::future::pending(),
                 Duration::from_secs(1),
