@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,22 +147,47 @@ impl Response {
 /// Opens a connection and sends a request; the reader is positioned at the
 /// start of the response.
 pub fn send(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> BufReader<TcpStream> {
+    send_with(addr, method, path, &[], body)
+}
+
+/// The head of a request with `headers` beside the usual ones.
+pub fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) -> String {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         {extra}Content-Length: {body_len}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// [`send`] with extra headers.
+pub fn send_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> BufReader<TcpStream> {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(300)))
         .expect("timeout");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head = request_head(addr, method, path, headers, body.len());
     stream.write_all(head.as_bytes()).expect("write head");
     stream.write_all(body).expect("write body");
     BufReader::new(stream)
 }
 
 /// Reads the status line and headers.
-pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+pub fn read_head<R: BufRead>(reader: &mut R) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     reader.read_line(&mut line).expect("status line");
     let status = line
@@ -185,7 +210,7 @@ pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String
 }
 
 /// Reads one chunk of a chunked body; `None` at the last (empty) chunk.
-pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+pub fn read_chunk<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
     let mut line = String::new();
     reader.read_line(&mut line).expect("chunk size");
     let size = usize::from_str_radix(line.trim(), 16)
@@ -199,7 +224,22 @@ pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 
 /// A whole request and response.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
-    let mut reader = send(addr, method, path, body);
+    request_with(addr, method, path, &[], body)
+}
+
+/// [`request`] with extra headers.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    read_response(send_with(addr, method, path, headers, body))
+}
+
+/// Reads a whole response from `reader`.
+pub fn read_response<R: BufRead>(mut reader: R) -> Response {
     let (status, headers) = read_head(&mut reader);
     let chunked = headers
         .iter()
