@@ -140,8 +140,10 @@ impl RateLimiter {
             bucket.level -= cost;
             return Ok(());
         }
-        let wait = (cost - bucket.level) / per_sec;
-        Err(limited(Some(Duration::from_secs_f64(wait))))
+        // Saturates: a window of centuries must not panic the server.
+        let wait =
+            Duration::try_from_secs_f64((cost - bucket.level) / per_sec).unwrap_or(Duration::MAX);
+        Err(limited(Some(wait)))
     }
 
     fn give_back(&self, caller: Caller, tokens: u64) {
