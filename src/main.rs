@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve models over an OpenAI-compatible HTTP API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Generate text from a prompt, streaming it to stdout.
     Generate(generate::GenerateArgs),
     /// Download a model repository from the Hugging Face hub (honours HF_ENDPOINT,
@@ -86,7 +86,7 @@ fn main() -> Result<()> {
     logging::init(format);
     match cli.command {
         Command::Serve(args) if args.print_config => print_config(&matches, file.as_ref()),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Generate(args) => generate::run(args),
         Command::Pull(args) => {
             let dir: PathBuf = tessera_model::hub::pull(

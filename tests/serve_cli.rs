@@ -119,49 +119,37 @@ fn flags_beat_the_environment_which_beats_the_file() {
 
 #[test]
 fn invalid_configuration_fails_at_start_naming_the_key() {
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
-        ("unknown.toml", vec![], vec![], "max-num-seq = 4\n"),
-        ("value.toml", vec![], vec![], "port = \"high\"\n"),
-        ("enum.toml", vec![], vec![], "log-format = \"xml\"\n"),
-        ("table.toml", vec![], vec![], "[serve]\nport = 1\n"),
-        ("syntax.toml", vec![], vec![], "port = \n"),
-        ("tls.toml", vec![], vec![], "tls-cert = \"cert.pem\"\n"),
+    // (file, its text, what the error must name)
+    let cases = [
+        (
+            "unknown.toml",
+            "max-num-seq = 4\n",
+            "unknown key 'max-num-seq'",
+        ),
+        ("value.toml", "port = \"high\"\n", "key 'port'"),
+        ("enum.toml", "log-format = \"xml\"\n", "key 'log-format'"),
+        ("table.toml", "[serve]\nport = 1\n", "key 'serve'"),
+        ("syntax.toml", "port = \n", "syntax.toml"),
+        ("tls.toml", "tls-cert = \"cert.pem\"\n", "tls-cert"),
         (
             "window.toml",
-            vec![],
-            vec![],
             "rate-limit-window = \"0s\"\n",
+            "rate-limit-window",
         ),
         (
             "keys.toml",
-            vec![],
-            vec![],
             "api-key-file = \"/nonexistent/keys\"\n",
+            "api-key-file",
         ),
         (
             "origin.toml",
-            vec![],
-            vec![],
             "allowed-origins = [\"example.com\"]\n",
+            "allowed-origins",
         ),
     ];
-    let expected = [
-        "unknown key 'max-num-seq'",
-        "key 'port'",
-        "key 'log-format'",
-        "key 'serve'",
-        "syntax.toml",
-        "tls-cert",
-        "rate-limit-window",
-        "api-key-file",
-        "allowed-origins",
-    ];
-    for ((name, args, env, text), want) in cases.into_iter().zip(expected) {
+    for (name, text, want) in cases {
         let file = temp_file(name, text);
-        let out = run(
-            &[&["--config", path(&file), "--port", "0"], &args[..]].concat(),
-            &env,
-        );
+        let out = run(&["--config", path(&file), "--port", "0"], &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name} was accepted");
         assert!(stderr.contains(want), "{name}: want {want:?} in {stderr}");
