@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -92,6 +93,28 @@ fn api_keys_guard_everything_but_probes_and_metrics() {
             "{open}"
         );
     }
+}
+
+#[test]
+fn refused_requests_with_unread_bodies_close_their_connection() {
+    let addr = server(with_keys(ServerConfig::default()));
+    let body = completion(2).to_string();
+    let stream = TcpStream::connect(addr).expect("connect");
+    // Keep-alive: no `Connection: close` from the client.
+    write!(
+        &stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-bad\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let r = common::read_response(BufReader::new(&stream));
+    assert_eq!((r.status, r.header("connection")), (401, Some("close")));
+    // Without a body there is nothing left unread: the connection stays.
+    let stream = TcpStream::connect(addr).expect("connect");
+    write!(&stream, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let r = common::read_response(BufReader::new(&stream));
+    assert_eq!((r.status, r.header("connection")), (401, None));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -34,6 +34,15 @@ fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(|| crate::ids::new_id(""), str::to_string)
 }
 
+/// Whether a request comes with a body (which an early answer leaves unread).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|len| len.trim() != "0")
+}
+
 /// The middleware.
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
@@ -47,6 +56,8 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .get::<ConnectInfo<ClientAddr>>()
         .map(|c| c.0 .0.ip());
     let checked = access::check(&state, req.uri().path(), req.headers(), addr);
+    let rejected = checked.is_err();
+    let body_sent = has_body(req.headers());
     let caller = checked.as_ref().map_or(access::anonymous(addr), |c| *c);
     let timeout = state.config.limits.request_timeout;
     let ctx = Arc::new(RequestContext::new(
@@ -93,6 +104,19 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .inc();
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
+    }
+    // Answered before its body was read (refused, too large, timed out): hyper
+    // will close the connection rather than read the rest, so say so, or a
+    // client may send its next request on a connection about to close.
+    let unread = rejected
+        || matches!(
+            response.status(),
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::GATEWAY_TIMEOUT
+        );
+    if unread && body_sent {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if log_bodies {
         response = body_log::response(&state, ctx, response).await;
