@@ -158,6 +158,10 @@ fn invalid_configuration_fails_at_start_naming_the_key() {
     let out = run(&["--port", "0"], &[("TESSERA_MAX_N", "1000")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max-n"));
+    // An empty key list must not silently leave the server open.
+    let out = run(&["--port", "0"], &[("TESSERA_API_KEYS", "")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'api-key'"));
 }
 
 #[test]
