@@ -19,32 +19,33 @@ use crate::model_path;
 /// Tokens per KV block.
 const BLOCK_SIZE: usize = 16;
 
-/// Model and engine options common to the generating commands.
+/// Model and engine options common to the generating commands. Each can
+/// also be set by its `TESSERA_*` environment variable (a flag wins).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineArgs {
-    /// GGUF file, Hugging Face model directory or hub repo id (default: the
-    /// default model under models/).
-    #[arg(long)]
+    /// GGUF file, Hugging Face model directory or hub repo id [default: the
+    /// default model under models/].
+    #[arg(long, env = "TESSERA_MODEL")]
     pub model: Option<String>,
-    /// Longest sequence (prompt plus output); default: the model's context.
-    #[arg(long)]
+    /// Longest sequence (prompt plus output) [default: the model's context].
+    #[arg(long, env = "TESSERA_MAX_MODEL_LEN")]
     pub max_model_len: Option<usize>,
-    /// Memory for the KV cache, e.g. `512MiB`, `2GiB` (default: a quarter of the
-    /// available memory, at most what max-num-seqs full-length sequences need).
-    #[arg(long, value_parser = parse_bytes)]
+    /// Memory for the KV cache, e.g. `512MiB`, `2GiB` [default: a quarter of the
+    /// available memory, at most what max-num-seqs full-length sequences need].
+    #[arg(long, env = "TESSERA_KV_CACHE_MEMORY", value_parser = parse_bytes)]
     pub kv_cache_memory: Option<u64>,
     /// Most new tokens computed per step.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, env = "TESSERA_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
     pub max_num_batched_tokens: usize,
     /// Most sequences running at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "TESSERA_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
     /// Turn off reuse of cached prompt prefixes.
-    #[arg(long)]
+    #[arg(long, env = "TESSERA_NO_PREFIX_CACHING", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub no_prefix_caching: bool,
     /// Most requests queued for admission; beyond it requests are refused
     /// (HTTP 429) instead of waiting.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, env = "TESSERA_MAX_WAITING_REQUESTS", default_value_t = 4096)]
     pub max_waiting_requests: usize,
 }
 

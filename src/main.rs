@@ -1,10 +1,13 @@
 //! The `tessera` command line: a thin layer over the library crates.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use tessera::{generate, serve};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use tessera::config_file::{self, ConfigFile};
+use tessera::serve::args::LogFormat;
+use tessera::{generate, logging, serve};
 
 /// tessera: a model-serving engine for large language models.
 #[derive(Debug, Parser)]
@@ -17,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve models over an OpenAI-compatible HTTP API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Generate text from a prompt, streaming it to stdout.
     Generate(generate::GenerateArgs),
     /// Download a model repository from the Hugging Face hub (honours HF_ENDPOINT,
@@ -38,17 +41,52 @@ struct PullArgs {
     include: Vec<String>,
 }
 
+/// Parses the command line; with `serve --config FILE`, parses it again with
+/// the file's values as defaults (flags and environment still win).
+fn parse(args: &[OsString]) -> Result<(Cli, ArgMatches, Option<ConfigFile>)> {
+    let matches = Cli::command()
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| e.exit());
+    let path = matches
+        .subcommand_matches("serve")
+        .and_then(|m| m.get_one::<PathBuf>("config"))
+        .cloned();
+    let Some(path) = path else {
+        return Ok((Cli::from_arg_matches(&matches)?, matches, None));
+    };
+    let file = ConfigFile::load(&path)?;
+    let matches = file
+        .apply(Cli::command(), "serve")?
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| e.exit());
+    Ok((Cli::from_arg_matches(&matches)?, matches, Some(file)))
+}
+
+/// `serve --print-config`: the options in effect, and where each came from.
+fn print_config(matches: &ArgMatches, file: Option<&ConfigFile>) -> Result<()> {
+    let cmd = Cli::command();
+    let (Some(sub), Some(sub_matches)) = (
+        cmd.find_subcommand("serve"),
+        matches.subcommand_matches("serve"),
+    ) else {
+        anyhow::bail!("--print-config belongs to `tessera serve`");
+    };
+    let from_file = file.map(ConfigFile::keys).unwrap_or_default();
+    print!("{}", config_file::effective(sub, sub_matches, &from_file));
+    Ok(())
+}
+
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,tessera=info,tessera_server=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
-        Command::Serve(args) => serve::run(args),
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let (cli, matches, file) = parse(&args)?;
+    let format = match &cli.command {
+        Command::Serve(a) => a.log_format,
+        _ => LogFormat::Text,
+    };
+    logging::init(format);
+    match cli.command {
+        Command::Serve(args) if args.print_config => print_config(&matches, file.as_ref()),
+        Command::Serve(args) => serve::run(*args),
         Command::Generate(args) => generate::run(args),
         Command::Pull(args) => {
             let dir: PathBuf = tessera_model::hub::pull(

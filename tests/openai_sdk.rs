@@ -1,7 +1,8 @@
-//! End to end: the real `tessera serve` process on a free port, driven by the
-//! official OpenAI Python SDK (installed into .venv by scripts/python-env),
-//! then stopped with SIGTERM while a stream is in flight: the stream finishes
-//! and the process exits 0.
+//! End to end: the real `tessera serve` process on a free port with an API
+//! key and a metrics key, driven by the official OpenAI Python SDK (installed
+//! into .venv by scripts/python-env; its `/metrics` check uses the official
+//! Prometheus parser), then stopped with SIGTERM while a stream is in flight:
+//! the stream finishes and the process exits 0.
 
 mod common;
 
@@ -12,11 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{read_chunk, read_head, send};
+use common::{read_chunk, read_head, send_with};
 use serde_json::json;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const MODEL_NAME: &str = "smol";
+const API_KEY: &str = "sk-e2e-test";
+const METRICS_KEY: &str = "sk-e2e-metrics";
 
 /// Kills the server if the test fails before stopping it.
 struct Server(Child);
@@ -35,6 +38,7 @@ fn start_server() -> (Server, SocketAddr) {
         .args(["serve", "--port", "0", "--served-model-name", MODEL_NAME])
         .args(["--max-model-len", "2048", "--kv-cache-memory", "128MiB"])
         .args(["--shutdown-timeout", "60"])
+        .args(["--api-key", API_KEY, "--metrics-key", METRICS_KEY])
         .current_dir(ROOT)
         .stderr(Stdio::piped())
         .spawn()
@@ -78,6 +82,7 @@ fn the_openai_python_sdk_works_against_tessera_serve() {
         .arg(Path::new(ROOT).join("tests/openai_sdk/check_openai_sdk.py"))
         .arg(format!("http://{addr}/v1"))
         .arg(MODEL_NAME)
+        .args([API_KEY, METRICS_KEY])
         .status()
         .expect("python runs");
     assert!(status.success(), "OpenAI SDK checks failed (see above)");
@@ -85,7 +90,14 @@ fn the_openai_python_sdk_works_against_tessera_serve() {
     // Graceful shutdown: SIGTERM mid-stream lets the stream finish.
     let body = json!({"model": MODEL_NAME, "prompt": "Count: 1, 2, 3,", "max_tokens": 24,
                       "ignore_eos": true, "temperature": 0, "stream": true});
-    let mut reader = send(addr, "POST", "/v1/completions", body.to_string().as_bytes());
+    let auth = format!("Bearer {API_KEY}");
+    let mut reader = send_with(
+        addr,
+        "POST",
+        "/v1/completions",
+        &[("Authorization", auth.as_str())],
+        body.to_string().as_bytes(),
+    );
     assert_eq!(read_head(&mut reader).0, 200);
     let first = read_chunk(&mut reader).expect("first chunk");
     assert!(first.starts_with(b"data: "));

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use serde_json::Value;
 use tessera::engine_setup::{self, EngineArgs};
 use tessera::text_model::ModelText;
 use tessera_engine::engine::EngineHandle;
-use tessera_server::{AppState, ModelRegistry, ServedModel};
+use tessera_server::{AppState, ModelRegistry, ServedModel, ServerConfig};
 
 /// The name the test server gives the default model.
 pub const MODEL: &str = "smol";
@@ -57,13 +57,27 @@ pub fn register(registry: &ModelRegistry, name: &str, args: &EngineArgs) -> Engi
 
 /// Serves `registry` on a free port in the background.
 pub fn serve(registry: Arc<ModelRegistry>, max_body_bytes: usize) -> SocketAddr {
+    serve_with(
+        registry,
+        ServerConfig {
+            max_body_bytes,
+            ..ServerConfig::default()
+        },
+        None,
+    )
+}
+
+/// Serves `registry` with `config` (over TLS with `tls`) on a free port in
+/// the background.
+pub fn serve_with(
+    registry: Arc<ModelRegistry>,
+    config: ServerConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> SocketAddr {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = std_listener.local_addr().expect("addr");
     std_listener.set_nonblocking(true).expect("nonblocking");
-    let state = AppState {
-        registry,
-        max_body_bytes,
-    };
+    let state = AppState::new(registry, config).expect("valid config");
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -74,6 +88,7 @@ pub fn serve(registry: Arc<ModelRegistry>, max_body_bytes: usize) -> SocketAddr 
             let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
             tessera_server::serve(
                 listener,
+                tls,
                 state,
                 std::future::pending(),
                 Duration::from_secs(1),
@@ -132,22 +147,47 @@ impl Response {
 /// Opens a connection and sends a request; the reader is positioned at the
 /// start of the response.
 pub fn send(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> BufReader<TcpStream> {
+    send_with(addr, method, path, &[], body)
+}
+
+/// The head of a request with `headers` beside the usual ones.
+pub fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) -> String {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         {extra}Content-Length: {body_len}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// [`send`] with extra headers.
+pub fn send_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> BufReader<TcpStream> {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(300)))
         .expect("timeout");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head = request_head(addr, method, path, headers, body.len());
     stream.write_all(head.as_bytes()).expect("write head");
     stream.write_all(body).expect("write body");
     BufReader::new(stream)
 }
 
 /// Reads the status line and headers.
-pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+pub fn read_head<R: BufRead>(reader: &mut R) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     reader.read_line(&mut line).expect("status line");
     let status = line
@@ -170,7 +210,7 @@ pub fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String
 }
 
 /// Reads one chunk of a chunked body; `None` at the last (empty) chunk.
-pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+pub fn read_chunk<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
     let mut line = String::new();
     reader.read_line(&mut line).expect("chunk size");
     let size = usize::from_str_radix(line.trim(), 16)
@@ -184,7 +224,22 @@ pub fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 
 /// A whole request and response.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
-    let mut reader = send(addr, method, path, body);
+    request_with(addr, method, path, &[], body)
+}
+
+/// [`request`] with extra headers.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    read_response(send_with(addr, method, path, headers, body))
+}
+
+/// Reads a whole response from `reader`.
+pub fn read_response<R: BufRead>(mut reader: R) -> Response {
     let (status, headers) = read_head(&mut reader);
     let chunked = headers
         .iter()

@@ -1,21 +1,38 @@
 """tessera serve driven by the official OpenAI Python SDK.
 
-Usage: check_openai_sdk.py BASE_URL MODEL
+Usage: check_openai_sdk.py BASE_URL MODEL API_KEY METRICS_KEY
 
 Runs every check, prints one line per check, and exits non-zero if any failed.
-Kept to the SDK alone (no pytest) so the venv needs one package.
+Kept to the SDK and the Prometheus client (no pytest) so the venv stays small.
 """
 
 import sys
 import traceback
 
+import urllib.error
+import urllib.request
+
 import openai
 from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
-BASE_URL, MODEL = sys.argv[1], sys.argv[2]
-client = OpenAI(base_url=BASE_URL, api_key="unused", max_retries=0, timeout=300)
+BASE_URL, MODEL, API_KEY, METRICS_KEY = sys.argv[1:5]
+ROOT_URL = BASE_URL.removesuffix("/v1")
+client = OpenAI(base_url=BASE_URL, api_key=API_KEY, max_retries=0, timeout=300)
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 CHECKS = []
+
+
+def get(path, key=None):
+    """GET on the server's root: (status, headers, body text)."""
+    req = urllib.request.Request(f"{ROOT_URL}{path}")
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
 
 
 def check(fn):
@@ -194,6 +211,47 @@ def unknown_models_raise_not_found_error():
             assert e.status_code == 404, e
         else:
             raise AssertionError("an unknown model was served")
+
+
+@check
+def a_wrong_api_key_raises_authentication_error():
+    wrong = OpenAI(base_url=BASE_URL, api_key="sk-wrong", max_retries=0)
+    for call in (
+        lambda: wrong.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2),
+        lambda: wrong.models.list(),
+    ):
+        try:
+            call()
+        except openai.AuthenticationError as e:
+            assert e.status_code == 401 and e.code == "invalid_api_key", e
+        else:
+            raise AssertionError("a wrong key was accepted")
+    # Probes need no key.
+    assert get("/health")[0] == 200
+
+
+@check
+def metrics_parse_with_the_official_prometheus_parser():
+    assert get("/metrics")[0] == 401, "the metrics key is required"
+    status, headers, text = get("/metrics", METRICS_KEY)
+    assert status == 200, text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    # The parser strips _total from counter family names.
+    for name, kind in [
+        ("tessera_time_to_first_token_seconds", "histogram"),
+        ("tessera_e2e_request_latency_seconds", "histogram"),
+        ("tessera_requests_finished", "counter"),
+        ("tessera_generation_tokens", "counter"),
+        ("tessera_kv_cache_usage_ratio", "gauge"),
+    ]:
+        assert families[name].type == kind, (name, families.get(name))
+    generated = [s.value for s in families["tessera_generation_tokens"].samples
+                 if s.name == "tessera_generation_tokens_total" and s.labels["model"] == MODEL]
+    assert generated and generated[0] > 0, generated
+    ttft = [s.value for s in families["tessera_time_to_first_token_seconds"].samples
+            if s.name.endswith("_count")]
+    assert ttft and ttft[0] > 0, ttft
+    assert headers["x-request-id"], "every response has a request id"
 
 
 def main():

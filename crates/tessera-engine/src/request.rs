@@ -1,5 +1,7 @@
 //! What goes into the engine (a request) and what comes out (output deltas).
 
+use std::time::Duration;
+
 use crate::sampling::SamplingParams;
 
 /// Identifies a request for its whole life in the engine.
@@ -60,6 +62,21 @@ pub struct Usage {
     pub cached_prompt_tokens: usize,
 }
 
+/// How long a finished request spent in each phase inside the engine, for
+/// metrics: front ends measure what their clients see (time to first token,
+/// end-to-end latency) themselves, but only the engine knows when a request
+/// left the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestTimings {
+    /// From `submit` to the first step that computed any of its tokens.
+    pub queued: Duration,
+    /// From that step to its first generated token (the prompt's forward
+    /// passes, including recompute after a preemption before that token).
+    pub prefill: Duration,
+    /// From the first generated token to the last.
+    pub decode: Duration,
+}
+
 /// The log-probability of a generated token, with the most likely alternatives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenLogprob {
@@ -88,6 +105,8 @@ pub struct RequestOutput {
     pub stop_reason: Option<StopReason>,
     /// Set on the request's very last update (all samples finished).
     pub usage: Option<Usage>,
+    /// Set with `usage`: where the request's time went.
+    pub timings: Option<RequestTimings>,
     /// Why the engine gave up on the request, if it did.
     pub error: Option<String>,
 }

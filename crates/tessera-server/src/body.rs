@@ -21,7 +21,7 @@ impl FromRequest<AppState> for JsonObject {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| body_error(&e, state.max_body_bytes))?;
+            .map_err(|e| body_error(&e, state.config().max_body_bytes))?;
         parse_object(&bytes).map(JsonObject)
     }
 }

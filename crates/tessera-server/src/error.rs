@@ -2,14 +2,20 @@
 //! with the HTTP status the OpenAI SDKs map to their typed exceptions
 //! (400 `BadRequestError`, 404 `NotFoundError`, 429 `RateLimitError`, ...).
 
+use std::time::Duration;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tessera_engine::engine::SubmitError;
 use tessera_engine::SamplingError;
 
-/// Seconds a client is told to wait after a 429.
-const RETRY_AFTER_SECS: u32 = 1;
+use crate::auth::AuthFailure;
+use crate::rate_limit::Limited;
+use crate::streams::TooManyStreams;
+
+/// Seconds a client is told to wait after a 429 that has no better estimate.
+const RETRY_AFTER_SECS: u64 = 1;
 
 /// An API error, turned into an OpenAI-shaped JSON response.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -25,6 +31,8 @@ pub struct ApiError {
     pub param: Option<String>,
     /// A machine-readable code (`context_length_exceeded`, ...).
     pub code: Option<&'static str>,
+    /// Seconds for `Retry-After` on a 429 (default 1).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -49,6 +57,7 @@ impl ApiError {
             kind,
             param: None,
             code: None,
+            retry_after: None,
         }
     }
 
@@ -101,6 +110,90 @@ impl ApiError {
             "The model is still loading; try again shortly (GET /ready says when).",
         )
         .with_code("model_not_ready")
+    }
+
+    /// 401: no API key, or a wrong one (OpenAI's wording; the key is never echoed).
+    pub fn unauthorized(failure: AuthFailure) -> Self {
+        match failure {
+            AuthFailure::Missing => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "You didn't provide an API key. You need to provide your API key in an \
+                 Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            ),
+            AuthFailure::Invalid => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "Incorrect API key provided.",
+            )
+            .with_code("invalid_api_key"),
+        }
+    }
+
+    /// 429 when a rate limit ran out, with the wait in `Retry-After`; 400 when
+    /// the request alone is over the limit (waiting would not help).
+    pub fn rate_limited(l: &Limited) -> Self {
+        let window = l.window.as_secs_f64();
+        match l.retry_after {
+            Some(wait) => Self {
+                retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "Rate limit reached: {} {} per {window}s for this API key. Please \
+                         try again in {:.1}s.",
+                        l.limit,
+                        l.what,
+                        wait.as_secs_f64()
+                    ),
+                )
+                .with_code("rate_limit_exceeded")
+            },
+            None => Self::bad_request(format!(
+                "This request needs more {} than this API key may use in {window}s ({}); \
+                 reduce the prompt, max_tokens or n.",
+                l.what, l.limit
+            ))
+            .with_param("max_tokens")
+            .with_code("rate_limit_exceeded"),
+        }
+    }
+
+    /// 429: the caller has its most streams open.
+    pub fn too_many_streams(t: TooManyStreams) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!(
+                "This API key already has {} streamed responses open, this server's limit; \
+                 wait for one to finish.",
+                t.max
+            ),
+        )
+        .with_code("too_many_streams")
+    }
+
+    /// 400: a prompt over the server's `--max-prompt-tokens`.
+    pub fn prompt_too_long(param: &str, len: usize, max: usize) -> Self {
+        Self::invalid_param(
+            param,
+            format!("The prompt has {len} tokens; this server accepts at most {max}."),
+        )
+        .with_code("prompt_too_long")
+    }
+
+    /// 504: the request ran past the server's `--request-timeout`.
+    pub fn timeout(limit: Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout_error",
+            format!(
+                "The request took longer than this server's limit of {}s.",
+                limit.as_secs_f64()
+            ),
+        )
+        .with_code("request_timeout")
     }
 
     /// 500: something on our side failed.
@@ -182,10 +275,13 @@ impl IntoResponse for ApiError {
             self.to_json(),
         )
             .into_response();
+        let headers = response.headers_mut();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            let secs = self.retry_after.unwrap_or(RETRY_AFTER_SECS);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -214,6 +310,28 @@ mod tests {
             response.headers().get(header::RETRY_AFTER),
             Some(&HeaderValue::from(1u32))
         );
+    }
+
+    #[test]
+    fn rate_limits_say_how_long_to_wait() {
+        let limited = |retry_after| Limited {
+            what: "requests",
+            limit: 2,
+            window: Duration::from_secs(60),
+            retry_after,
+        };
+        let e = ApiError::rate_limited(&limited(Some(Duration::from_millis(2100))));
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from(3u32))
+        );
+        let e = ApiError::rate_limited(&limited(None));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let response = ApiError::unauthorized(AuthFailure::Invalid).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[test]

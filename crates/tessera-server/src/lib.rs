@@ -4,25 +4,44 @@
 //!
 //! The crate knows the engine but not the model crate: a model's tokenizer and
 //! chat template reach it through the [`TextModel`] trait.
+//!
+//! Operations: Prometheus metrics at `/metrics`, one log line per request,
+//! API keys, per-key rate and stream limits, request limits and timeouts,
+//! TLS and CORS, all set through [`ServerConfig`].
 
+mod access;
+pub mod auth;
 mod body;
+mod body_log;
 mod compat;
+pub mod config;
+pub mod context;
+mod cors;
 pub mod error;
 mod ids;
 mod logprobs;
 mod messages;
+pub mod metrics;
+mod middleware;
 pub mod openai;
 mod outputs;
+pub mod rate_limit;
 pub mod registry;
 mod routes;
 mod sampling;
 mod server;
 mod state;
+pub mod streams;
 mod text;
+pub mod tls;
+mod tracker;
 
+pub use config::{ConfigError, Limits, RateLimitConfig, ServerConfig, DEFAULT_MAX_BODY_BYTES};
 pub use error::ApiError;
 pub use registry::{ModelRegistry, ServedModel};
 pub use routes::router;
-pub use server::{serve, shutdown_signal};
-pub use state::{AppState, DEFAULT_MAX_BODY_BYTES};
+pub use sampling::MAX_N;
+pub use server::{serve, shutdown_signal, ClientAddr};
+pub use state::AppState;
 pub use text::TextModel;
+pub use tls::{load_acceptor, TlsError};

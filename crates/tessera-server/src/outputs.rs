@@ -7,7 +7,9 @@
 //! aborts their requests and frees their KV blocks.
 
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use tessera_engine::engine::OutputStream;
 use tessera_engine::request::{
@@ -15,9 +17,12 @@ use tessera_engine::request::{
 };
 use tessera_engine::SamplingParams;
 
+use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::openai::UsageBody;
 use crate::registry::ServedModel;
+use crate::state::AppState;
+use crate::tracker::{Admission, Tracker};
 
 /// The merged outputs of a request's engine streams.
 pub struct Outputs {
@@ -25,29 +30,87 @@ pub struct Outputs {
     n: usize,
     /// Where the next poll starts, so no stream starves the others.
     next: usize,
+    tracker: Tracker,
+    /// When the request must be over (`--request-timeout`), and that limit.
+    deadline: Option<(tokio::time::Instant, Duration)>,
 }
 
-/// Submits one engine request per prompt. If one is refused, the ones already
-/// submitted are aborted (their streams are dropped) and the error returned.
+/// What to submit for one HTTP request.
+pub struct Submission {
+    /// The tokenized prompts: one engine request each.
+    pub prompts: Vec<Vec<u32>>,
+    /// Their sampling parameters (`max_tokens` decided).
+    pub params: SamplingParams,
+    /// Their scheduling class.
+    pub priority: Priority,
+    /// Whether the response streams (streams count against a per-key limit).
+    pub streaming: bool,
+    /// The request field holding the prompt, for errors (`prompt`, `messages`).
+    pub prompt_param: &'static str,
+}
+
+/// Checks the server's limits (prompt length, open streams, token rate), then
+/// submits one engine request per prompt. If one is refused, the ones already
+/// submitted are aborted (their streams are dropped), the limits given back,
+/// and the error returned.
 pub fn submit(
+    state: &AppState,
+    ctx: &Arc<RequestContext>,
     model: &ServedModel,
-    prompts: Vec<Vec<u32>>,
-    params: &SamplingParams,
-    priority: Priority,
+    sub: Submission,
 ) -> Result<Outputs, ApiError> {
-    let mut streams = Vec::with_capacity(prompts.len());
-    for prompt in prompts {
+    let limits = &state.config.limits;
+    if let Some(max) = limits.max_prompt_tokens {
+        if let Some(p) = sub.prompts.iter().find(|p| p.len() > max) {
+            return Err(ApiError::prompt_too_long(sub.prompt_param, p.len(), max));
+        }
+    }
+    let slot = if sub.streaming {
+        state
+            .streams
+            .acquire(ctx.caller)
+            .map_err(ApiError::too_many_streams)?
+    } else {
+        None
+    };
+    let n = sub.params.n;
+    let prompt_total: u64 = sub.prompts.iter().map(|p| p.len() as u64).sum();
+    let cost = (sub.prompts.len() as u64)
+        .saturating_mul(n as u64)
+        .saturating_mul(sub.params.max_tokens as u64)
+        .saturating_add(prompt_total);
+    let reservation = state
+        .limiter
+        .reserve_tokens(ctx.caller, cost)
+        .map_err(|l| ApiError::rate_limited(&l))?;
+    let prompt_lens: Vec<usize> = sub.prompts.iter().map(Vec::len).collect();
+    let mut streams = Vec::with_capacity(sub.prompts.len());
+    for prompt in sub.prompts {
         let stream = model.engine.submit(Request {
             prompt_token_ids: prompt,
-            params: params.clone(),
-            priority,
+            params: sub.params.clone(),
+            priority: sub.priority,
         })?;
         streams.push(Some(stream));
     }
+    let tracker = Tracker::new(
+        ctx.clone(),
+        state.metrics.clone(),
+        &model.name,
+        &prompt_lens,
+        n,
+        Admission { reservation, slot },
+    );
+    let deadline = ctx
+        .deadline
+        .zip(limits.request_timeout)
+        .map(|(at, limit)| (tokio::time::Instant::from_std(at), limit));
     Ok(Outputs {
         streams,
-        n: params.n,
+        n,
         next: 0,
+        tracker,
+        deadline,
     })
 }
 
@@ -58,8 +121,34 @@ impl Outputs {
     }
 
     /// The next update of any choice, with the choice's index; `None` once
-    /// every stream has ended.
-    pub async fn next(&mut self) -> Option<(usize, RequestOutput)> {
+    /// every stream has ended. An engine failure, or the request timeout
+    /// passing (which aborts every stream), is an error.
+    pub async fn next(&mut self) -> Option<Result<(usize, RequestOutput), ApiError>> {
+        let polled = match self.deadline {
+            None => self.poll_streams().await,
+            Some((at, limit)) => match tokio::time::timeout_at(at, self.poll_streams()).await {
+                Ok(polled) => polled,
+                Err(_) => {
+                    self.streams.clear();
+                    self.deadline = None;
+                    return Some(Err(ApiError::timeout(limit)));
+                }
+            },
+        };
+        let Some((index, out)) = polled else {
+            self.tracker.on_end();
+            return None;
+        };
+        self.tracker.on_output(index, &out);
+        if let Some(error) = &out.error {
+            return Some(Err(ApiError::internal(format!(
+                "generation failed: {error}"
+            ))));
+        }
+        Some(Ok((index, out)))
+    }
+
+    async fn poll_streams(&mut self) -> Option<(usize, RequestOutput)> {
         poll_fn(|cx| {
             let count = self.streams.len();
             let mut open = false;
@@ -111,10 +200,8 @@ pub struct Choice {
 pub async fn collect(mut outputs: Outputs) -> Result<(Vec<Choice>, UsageBody), ApiError> {
     let mut choices = vec![Choice::default(); outputs.num_choices()];
     let mut usage = UsageBody::default();
-    while let Some((index, out)) = outputs.next().await {
-        if let Some(error) = &out.error {
-            return Err(ApiError::internal(format!("generation failed: {error}")));
-        }
+    while let Some(item) = outputs.next().await {
+        let (index, out) = item?;
         let Some(choice) = choices.get_mut(index) else {
             continue;
         };

@@ -125,9 +125,10 @@ impl SamplingFields {
         }
     }
 
-    /// The engine's parameters. `max_tokens` is decided by the caller (it
-    /// depends on the prompt's length); logprobs are set per endpoint.
-    pub fn to_params(&self, max_tokens: usize) -> Result<SamplingParams, ApiError> {
+    /// The engine's parameters, with `n` at most `max_n` (the server's
+    /// limit). `max_tokens` is decided by the caller (it depends on the
+    /// prompt's length); logprobs are set per endpoint.
+    pub fn to_params(&self, max_tokens: usize, max_n: usize) -> Result<SamplingParams, ApiError> {
         let d = SamplingParams::default();
         let top_k = match self.top_k {
             None | Some(0) | Some(-1) => 0,
@@ -140,10 +141,10 @@ impl SamplingFields {
             }
         };
         let n = self.n.unwrap_or(1);
-        if !(1..=MAX_N).contains(&n) {
+        if !(1..=max_n).contains(&n) {
             return Err(ApiError::invalid_param(
                 "n",
-                format!("n must be in [1, {MAX_N}], got {n}"),
+                format!("n must be in [1, {max_n}], got {n}"),
             ));
         }
         let mut logit_bias = Vec::new();
@@ -191,13 +192,14 @@ fn seed_bits(n: &Number) -> Result<u64, ApiError> {
 }
 
 /// `max_tokens` for a prompt of `prompt_len` tokens: the requested number,
-/// checked against the context, or `default` capped to what is left of it.
-/// The overflow error uses OpenAI's wording and numbers.
+/// checked against the server's `cap` and the context, or `default` capped to
+/// both. The overflow error uses OpenAI's wording and numbers.
 pub fn decide_max_tokens(
     requested: Option<usize>,
     default: Option<usize>,
     prompt_len: usize,
     max_len: usize,
+    cap: Option<usize>,
     what: &str,
 ) -> Result<usize, ApiError> {
     let room = max_len.saturating_sub(prompt_len);
@@ -206,12 +208,22 @@ pub fn decide_max_tokens(
             "max_tokens",
             "max_tokens must be at least 1, got 0",
         )),
+        Some(m) if cap.is_some_and(|c| m > c) => Err(ApiError::invalid_param(
+            "max_tokens",
+            format!(
+                "max_tokens is {m}, above this server's limit of {}",
+                cap.unwrap_or(0)
+            ),
+        )
+        .with_code("max_tokens_too_large")),
         Some(m) if prompt_len.saturating_add(m) > max_len => {
             Err(overflow(max_len, prompt_len, m, what))
         }
         Some(m) => Ok(m),
         None if room == 0 => Err(overflow(max_len, prompt_len, 1, what)),
-        None => Ok(default.map_or(room, |d| d.min(room))),
+        None => Ok(default
+            .map_or(room, |d| d.min(room))
+            .min(cap.unwrap_or(usize::MAX))),
     }
 }
 
@@ -262,7 +274,7 @@ mod tests {
             "repetition_penalty": 1.1, "ignore_eos": true, "min_tokens": 2}),
         )
         .expect("parses");
-        let p = f.to_params(10).expect("valid");
+        let p = f.to_params(10, MAX_N).expect("valid");
         assert_eq!((p.n, p.temperature, p.top_p, p.top_k), (2, 0.5, 0.9, 0));
         assert_eq!(p.stop, vec!["x".to_string()]);
         assert_eq!(p.seed, Some(u64::MAX));
@@ -278,17 +290,17 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("temperature"));
         let e = fields(json!({"logit_bias": {"abc": 1.0}}))
             .expect("parses")
-            .to_params(1)
+            .to_params(1, MAX_N)
             .expect_err("key");
         assert_eq!(e.param.as_deref(), Some("logit_bias"));
         let e = fields(json!({"n": 129}))
             .expect("parses")
-            .to_params(1)
+            .to_params(1, MAX_N)
             .expect_err("n");
         assert_eq!(e.param.as_deref(), Some("n"));
         let e = fields(json!({"top_k": -5}))
             .expect("parses")
-            .to_params(1)
+            .to_params(1, MAX_N)
             .expect_err("k");
         assert_eq!(e.param.as_deref(), Some("top_k"));
         let e = fields(json!({"stream_options": {"include_usage": true}}))
@@ -301,18 +313,18 @@ mod tests {
     #[test]
     fn max_tokens_fits_the_context_or_fails_with_openai_wording() {
         assert_eq!(
-            decide_max_tokens(None, None, 10, 100, "messages").ok(),
+            decide_max_tokens(None, None, 10, 100, None, "messages").ok(),
             Some(90)
         );
         assert_eq!(
-            decide_max_tokens(None, Some(16), 95, 100, "prompt").ok(),
+            decide_max_tokens(None, Some(16), 95, 100, None, "prompt").ok(),
             Some(5)
         );
         assert_eq!(
-            decide_max_tokens(Some(90), None, 10, 100, "messages").ok(),
+            decide_max_tokens(Some(90), None, 10, 100, None, "messages").ok(),
             Some(90)
         );
-        let e = decide_max_tokens(Some(91), None, 10, 100, "messages").expect_err("over");
+        let e = decide_max_tokens(Some(91), None, 10, 100, None, "messages").expect_err("over");
         assert_eq!(
             e.message,
             "This model's maximum context length is 100 tokens. However, you requested 101 \
@@ -320,7 +332,14 @@ mod tests {
              messages or completion."
         );
         assert_eq!(e.code, Some("context_length_exceeded"));
-        assert!(decide_max_tokens(Some(0), None, 1, 100, "prompt").is_err());
-        assert!(decide_max_tokens(None, None, 100, 100, "prompt").is_err());
+        assert!(decide_max_tokens(Some(0), None, 1, 100, None, "prompt").is_err());
+        assert!(decide_max_tokens(None, None, 100, 100, None, "prompt").is_err());
+        // The server's cap: a larger request is refused, the default is capped.
+        let e = decide_max_tokens(Some(50), None, 10, 100, Some(40), "prompt").expect_err("cap");
+        assert_eq!(e.code, Some("max_tokens_too_large"));
+        assert_eq!(
+            decide_max_tokens(None, None, 10, 100, Some(40), "prompt").ok(),
+            Some(40)
+        );
     }
 }

@@ -1,18 +1,44 @@
-//! Running the router on a socket, with graceful shutdown.
+//! Running the router on a socket, over plain HTTP or TLS, with graceful
+//! shutdown.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::routes::router;
 use crate::state::AppState;
+use crate::tls::TlsListener;
 
-/// Serves `state` on `listener` until `shutdown` resolves; then stops
-/// accepting connections and lets in-flight requests finish for up to `grace`
-/// (the ones still running after that are dropped, which aborts them).
+/// The client's address, which handlers and middleware read as
+/// `ConnectInfo<ClientAddr>` over either kind of listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// Serves `state` on `listener` (over TLS with `tls`) until `shutdown`
+/// resolves; then stops accepting connections and lets in-flight requests
+/// finish for up to `grace` (the ones still running after that are dropped,
+/// which aborts them).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
@@ -26,7 +52,19 @@ pub async fn serve(
         );
         let _ = started_tx.send(());
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    let app = router(state).into_make_service_with_connect_info::<ClientAddr>();
+    let server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .into_future(),
+        ),
+        Some(acceptor) => Box::pin(
+            axum::serve(TlsListener::new(listener, acceptor)?, app)
+                .with_graceful_shutdown(signal)
+                .into_future(),
+        ),
+    };
     let deadline = async move {
         if started_rx.await.is_err() {
             // The server ended before any shutdown began.

@@ -2,26 +2,47 @@
 
 use std::sync::Arc;
 
+use crate::auth::KeySet;
+use crate::config::{ConfigError, ServerConfig};
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use crate::registry::ModelRegistry;
+use crate::streams::StreamSlots;
 
-/// Default limit on a request body.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
-
-/// The router's state.
+/// The router's state: the models, the settings, and what enforces them.
 #[derive(Clone)]
 pub struct AppState {
     /// The served models.
     pub registry: Arc<ModelRegistry>,
-    /// Largest request body accepted (larger ones get 413).
-    pub max_body_bytes: usize,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) api_keys: Arc<KeySet>,
+    pub(crate) metrics_key: Arc<KeySet>,
+    pub(crate) limiter: Arc<RateLimiter>,
+    pub(crate) streams: Arc<StreamSlots>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    /// State over `registry` with the default body limit.
-    pub fn new(registry: Arc<ModelRegistry>) -> Self {
-        Self {
+    /// State over `registry` with `config`, checked first.
+    pub fn new(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let metrics = Metrics::new().map_err(|e| ConfigError {
+            option: "metrics",
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
             registry,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        }
+            api_keys: Arc::new(KeySet::new(&config.api_keys)),
+            metrics_key: Arc::new(KeySet::new(config.metrics_key.as_slice())),
+            limiter: Arc::new(RateLimiter::new(config.rate_limit.clone())),
+            streams: Arc::new(StreamSlots::new(config.limits.max_streams_per_key)),
+            metrics: Arc::new(metrics),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
     }
 }

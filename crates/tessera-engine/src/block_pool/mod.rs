@@ -27,15 +27,6 @@ struct Block {
     next: u32,
 }
 
-/// Counters of the prefix cache, for metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PrefixCacheStats {
-    /// Full prompt blocks looked up.
-    pub queried_blocks: u64,
-    /// Of those, found cached.
-    pub hit_blocks: u64,
-}
-
 /// A fixed pool of KV blocks with reference counts, an LRU free list and a
 /// prefix cache keyed by chain hashes of full blocks.
 #[derive(Debug, Clone)]
@@ -47,7 +38,6 @@ pub struct BlockPool {
     num_free: usize,
     cached: HashMap<BlockHash, BlockId>,
     prefix_caching: bool,
-    stats: PrefixCacheStats,
 }
 
 impl BlockPool {
@@ -70,7 +60,6 @@ impl BlockPool {
             num_free: n as usize,
             cached: HashMap::new(),
             prefix_caching,
-            stats: PrefixCacheStats::default(),
         }
     }
 
@@ -92,11 +81,6 @@ impl BlockPool {
     /// Whether full blocks are registered for reuse.
     pub fn prefix_caching(&self) -> bool {
         self.prefix_caching
-    }
-
-    /// Prefix-cache counters so far.
-    pub fn stats(&self) -> PrefixCacheStats {
-        self.stats
     }
 
     /// The reference count of `block` (for tests and assertions).
@@ -162,8 +146,6 @@ impl BlockPool {
                 None => break,
             }
         }
-        self.stats.queried_blocks += hashes.len() as u64;
-        self.stats.hit_blocks += found.len() as u64;
         self.share(&found);
         found
     }

@@ -44,7 +44,6 @@ fn cached_prefix_is_found_shared_and_evicted_last_used_first() {
     let fresh = pool.allocate(2).expect("2");
     assert!(fresh.contains(&blocks[2]));
     assert_eq!(pool.take_cached_prefix(&hashes), blocks[..2]);
-    assert_eq!(pool.stats().hit_blocks, 4);
 }
 
 #[test]

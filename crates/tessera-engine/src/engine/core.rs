@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::request_state::{QueueOrder, RequestState};
 use super::sample_state::SampleState;
 use super::{EngineConfig, EngineStats};
 use crate::batch::{Batch, SequenceChunk};
@@ -16,29 +17,6 @@ use crate::request::{FinishReason, Request, RequestId, RequestOutput, TokenLogpr
 use crate::runner::Runner;
 use crate::sampling::SamplingParams;
 use crate::scheduler::{Scheduler, SchedulerConfig, SeqId, Sequence};
-
-/// Where a request's sequences queue: its class, then arrival order.
-#[derive(Clone, Copy)]
-struct QueueOrder {
-    priority: crate::request::Priority,
-    arrival: u64,
-}
-
-/// A request in flight: where its outputs go and what it has used.
-struct RequestState {
-    sink: UnboundedSender<RequestOutput>,
-    params: Arc<SamplingParams>,
-    order: QueueOrder,
-    prompt: Vec<u32>,
-    /// Sequences of this request still in the engine.
-    seqs: Vec<SeqId>,
-    /// The `n - 1` other samples are forked from the first once its prompt is
-    /// computed, so they share its prompt blocks.
-    forked: bool,
-    admitted: bool,
-    completion_tokens: usize,
-    cached_prompt_tokens: usize,
-}
 
 /// The engine's state, driven by the loop thread.
 pub(super) struct EngineCore<R: Runner, D: TokenDecoder> {
@@ -52,6 +30,8 @@ pub(super) struct EngineCore<R: Runner, D: TokenDecoder> {
     next_arrival: u64,
     max_len: usize,
     stats: Arc<EngineStats>,
+    /// Requests admitted and not finished (published as a gauge).
+    num_admitted: u64,
     /// Called once per request when it leaves the waiting queue.
     on_admit: Box<dyn Fn() + Send>,
 }
@@ -93,6 +73,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             next_arrival: 0,
             max_len,
             stats,
+            num_admitted: 0,
             on_admit,
         }
     }
@@ -101,8 +82,14 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         self.scheduler.is_idle()
     }
 
-    /// Queues a validated request.
-    pub fn add(&mut self, id: RequestId, request: Request, sink: UnboundedSender<RequestOutput>) {
+    /// Queues a validated request, submitted at `arrival`.
+    pub fn add(
+        &mut self,
+        id: RequestId,
+        request: Request,
+        sink: UnboundedSender<RequestOutput>,
+        arrival: Instant,
+    ) {
         let params = Arc::new(request.params);
         let order = QueueOrder {
             priority: request.priority,
@@ -129,6 +116,9 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
                 admitted: false,
                 completion_tokens: 0,
                 cached_prompt_tokens: 0,
+                arrival,
+                scheduled: None,
+                first_token: None,
             },
         );
     }
@@ -140,18 +130,23 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
                 self.scheduler.remove(seq);
                 self.samples.remove(&seq);
             }
-            if !state.admitted {
+            if state.admitted {
+                self.num_admitted -= 1;
+            } else {
                 (self.on_admit)();
             }
-            self.publish_free_blocks();
+            self.publish_gauges();
         }
     }
 
-    /// Copies the pool's free-block count into the stats, so clients can see
-    /// blocks come back (a disconnect's abort happens between steps).
-    fn publish_free_blocks(&self) {
+    /// Copies the gauges into the stats, so clients can see blocks come back
+    /// and requests leave (a disconnect's abort happens between steps).
+    fn publish_gauges(&self) {
+        let s = &self.stats;
         let free = self.scheduler.pool().num_free() as u64;
-        self.stats.free_blocks.store(free, Ordering::Relaxed);
+        s.free_blocks.store(free, Ordering::Relaxed);
+        s.running_requests
+            .store(self.num_admitted, Ordering::Relaxed);
     }
 
     /// Runs one step. Returns whether there was work.
@@ -180,6 +175,8 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             });
             self.note_admitted(p.seq);
         }
+        // Show the requests this step admitted while its forward runs.
+        self.publish_gauges();
         let forward_start = Instant::now();
         let result = self.runner.execute(&batch);
         let forward = forward_start.elapsed();
@@ -209,9 +206,17 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         EngineStats::add(&s.steps, 1);
         s.preemptions
             .store(self.scheduler.num_preemptions(), Ordering::Relaxed);
-        self.publish_free_blocks();
+        let prefix = self.scheduler.prefix_cache_stats();
+        let block_size = self.scheduler.pool().block_size() as u64;
+        s.prefix_cache_queries
+            .store(prefix.queried_blocks * block_size, Ordering::Relaxed);
+        s.prefix_cache_hits
+            .store(prefix.hit_blocks * block_size, Ordering::Relaxed);
+        self.publish_gauges();
+        let step_nanos = start.elapsed().as_nanos() as u64;
         EngineStats::add(&s.forward_nanos, forward.as_nanos() as u64);
-        EngineStats::add(&s.step_nanos, start.elapsed().as_nanos() as u64);
+        EngineStats::add(&s.step_nanos, step_nanos);
+        s.last_step_nanos.store(step_nanos, Ordering::Relaxed);
         true
     }
 
@@ -224,6 +229,8 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         };
         if !state.admitted {
             state.admitted = true;
+            state.scheduled = Some(Instant::now());
+            self.num_admitted += 1;
             let cached = self
                 .scheduler
                 .get(seq)
@@ -289,6 +296,8 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             return;
         };
         state.completion_tokens += 1;
+        let now = Instant::now();
+        state.first_token.get_or_insert(now);
         let mut output = RequestOutput {
             index,
             text: effect.text,
@@ -308,6 +317,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
                     completion_tokens: state.completion_tokens,
                     cached_prompt_tokens: state.cached_prompt_tokens,
                 });
+                output.timings = Some(state.timings(now));
             }
         }
         let done = output.usage.is_some();

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -36,6 +37,9 @@ enum Command {
         id: RequestId,
         request: Box<Request>,
         sink: UnboundedSender<RequestOutput>,
+        /// When `submit` accepted it (queue time starts here, not when the
+        /// engine thread gets to the command).
+        arrival: Instant,
     },
     Abort(RequestId),
 }
@@ -118,7 +122,12 @@ fn run_loop<R: Runner, D: TokenDecoder>(core: &mut EngineCore<R, D>, rx: &mpsc::
 
 fn apply<R: Runner, D: TokenDecoder>(core: &mut EngineCore<R, D>, cmd: Command) {
     match cmd {
-        Command::Add { id, request, sink } => core.add(id, *request, sink),
+        Command::Add {
+            id,
+            request,
+            sink,
+            arrival,
+        } => core.add(id, *request, sink, arrival),
         Command::Abort(id) => core.abort(id),
     }
 }
@@ -160,6 +169,7 @@ impl EngineHandle {
                 id,
                 request: Box::new(request),
                 sink,
+                arrival: Instant::now(),
             })
             .is_err()
         {
@@ -174,9 +184,12 @@ impl EngineHandle {
         })
     }
 
-    /// The engine's counters.
+    /// The engine's counters and gauges.
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot()
+        StatsSnapshot {
+            waiting_requests: self.shared.waiting.load(Ordering::Acquire) as u64,
+            ..self.shared.stats.snapshot()
+        }
     }
 
     /// Longest sequence (prompt plus output) a request may reach.

@@ -3,6 +3,7 @@
 
 mod core;
 mod handle;
+mod request_state;
 mod sample_state;
 
 pub use handle::{spawn, EngineHandle, OutputStream, SubmitError};
@@ -39,7 +40,9 @@ impl Default for EngineConfig {
     }
 }
 
-/// Counters of the engine's work since start-up.
+/// Counters and gauges of the engine's work since start-up, written by the
+/// engine thread and read by anyone through [`EngineHandle::stats`]. Plain
+/// atomics: exporting them (Prometheus, logs) is the front end's business.
 #[derive(Debug, Default)]
 pub struct EngineStats {
     /// Steps run.
@@ -56,11 +59,21 @@ pub struct EngineStats {
     pub step_nanos: AtomicU64,
     /// Nanoseconds of those spent in the model forward.
     pub forward_nanos: AtomicU64,
+    /// Nanoseconds the latest step took (a gauge).
+    pub last_step_nanos: AtomicU64,
     /// KV blocks in the pool.
     pub num_blocks: AtomicU64,
     /// KV blocks not held by any sequence (a gauge, updated after every step
     /// and abort; blocks keeping a cached prefix count as free).
     pub free_blocks: AtomicU64,
+    /// Prompt tokens looked up in the prefix cache when sequences were
+    /// admitted (whole blocks only; readmissions after preemption count again).
+    pub prefix_cache_queries: AtomicU64,
+    /// Of those, tokens found cached.
+    pub prefix_cache_hits: AtomicU64,
+    /// Requests admitted and not finished (a gauge; a preempted request
+    /// waiting to be recomputed still counts).
+    pub running_requests: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -73,12 +86,18 @@ pub struct StatsSnapshot {
     pub generated_tokens: u64,
     pub step_nanos: u64,
     pub forward_nanos: u64,
+    pub last_step_nanos: u64,
     pub num_blocks: u64,
     pub free_blocks: u64,
+    pub prefix_cache_queries: u64,
+    pub prefix_cache_hits: u64,
+    pub running_requests: u64,
+    /// Requests submitted and not yet admitted.
+    pub waiting_requests: u64,
 }
 
 impl EngineStats {
-    /// Reads every counter.
+    /// Reads every counter (`waiting_requests` is the handle's to fill in).
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -89,8 +108,13 @@ impl EngineStats {
             generated_tokens: r(&self.generated_tokens),
             step_nanos: r(&self.step_nanos),
             forward_nanos: r(&self.forward_nanos),
+            last_step_nanos: r(&self.last_step_nanos),
             num_blocks: r(&self.num_blocks),
             free_blocks: r(&self.free_blocks),
+            prefix_cache_queries: r(&self.prefix_cache_queries),
+            prefix_cache_hits: r(&self.prefix_cache_hits),
+            running_requests: r(&self.running_requests),
+            waiting_requests: 0,
         }
     }
 

@@ -35,6 +35,17 @@ pub struct Scheduled {
     pub num_tokens: usize,
 }
 
+/// Prefix-cache lookups of admitted sequences, for metrics. Counted when a
+/// sequence is admitted, not per lookup: a sequence that does not fit is looked
+/// up again every step until it does, and that must not inflate the counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCacheStats {
+    /// Full prompt blocks looked up.
+    pub queried_blocks: u64,
+    /// Of those, found cached.
+    pub hit_blocks: u64,
+}
+
 /// Key ordering the waiting queue: priority class, then arrival.
 type WaitKey = (Priority, u64, SeqId);
 
@@ -47,6 +58,7 @@ pub struct Scheduler {
     waiting: BTreeMap<WaitKey, ()>,
     running: Vec<SeqId>,
     num_preemptions: u64,
+    prefix_stats: PrefixCacheStats,
 }
 
 impl Scheduler {
@@ -59,6 +71,7 @@ impl Scheduler {
             waiting: BTreeMap::new(),
             running: Vec::new(),
             num_preemptions: 0,
+            prefix_stats: PrefixCacheStats::default(),
         }
     }
 
@@ -70,6 +83,11 @@ impl Scheduler {
     /// Sequences preempted so far.
     pub fn num_preemptions(&self) -> u64 {
         self.num_preemptions
+    }
+
+    /// Prefix-cache lookups of the sequences admitted so far.
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        self.prefix_stats
     }
 
     /// Sequences waiting to be (re)admitted.
@@ -220,9 +238,11 @@ impl Scheduler {
         let block_size = self.pool.block_size();
         let seq = self.seqs.get_mut(&id)?;
         let mut cached = Vec::new();
+        let mut queried = 0;
         if seq.block_table.is_empty() && self.pool.prefix_caching() {
             // Never the last token: its logits are needed, so it must be computed.
             let reusable = (seq.tokens.len() - 1) / block_size;
+            queried = reusable;
             seq.extend_hashes(reusable, block_size);
             cached = self.pool.take_cached_prefix(&seq.block_hashes[..reusable]);
             seq.num_computed = cached.len() * block_size;
@@ -233,6 +253,8 @@ impl Scheduler {
         let needed = seq.blocks_needed(num_tokens, block_size);
         match self.pool.allocate(needed) {
             Some(blocks) => {
+                self.prefix_stats.queried_blocks += queried as u64;
+                self.prefix_stats.hit_blocks += cached.len() as u64;
                 if !seq.admitted_once {
                     seq.admitted_once = true;
                     seq.cached_prompt_tokens = seq.num_computed.min(seq.prompt_len);

@@ -130,6 +130,43 @@ fn running_out_of_blocks_preempts_the_latest_batch_sequence() {
     assert_eq!(s.get(2).expect("seq 2").num_computed, 0);
 }
 
+#[test]
+fn prefix_lookups_count_once_per_admission_not_per_retry() {
+    // 3 blocks: the first 9-token prompt takes them all, so the second (same
+    // prefix: 2 cached blocks plus 1 new) does not fit until the first ends.
+    let mut s = scheduler(3, 100, 8);
+    s.add(seq(1, Priority::Interactive, vec![5; 9]));
+    let plan = s.schedule();
+    run_step(&mut s, &plan);
+    assert_eq!(s.prefix_cache_stats().queried_blocks, 2);
+    let mut second = vec![5; 9];
+    second.extend([6; 3]);
+    s.add(seq(2, Priority::Interactive, second));
+    for _ in 0..2 {
+        let plan = s.schedule();
+        assert!(plan.iter().all(|p| p.seq == 1), "{plan:?}");
+        run_step(&mut s, &plan);
+    }
+    assert_eq!(
+        s.prefix_cache_stats(),
+        PrefixCacheStats {
+            queried_blocks: 2,
+            hit_blocks: 0
+        },
+        "failed admissions are not lookups"
+    );
+    s.remove(1);
+    let plan = s.schedule();
+    assert_eq!(plan.len(), 1);
+    assert_eq!(
+        s.prefix_cache_stats(),
+        PrefixCacheStats {
+            queried_blocks: 4,
+            hit_blocks: 2
+        }
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     Arrive { len: usize, batch: bool },

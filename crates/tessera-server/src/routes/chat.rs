@@ -13,13 +13,14 @@ use serde_json::Value;
 
 use crate::body::{typed, JsonObject};
 use crate::compat::strip_unimplemented;
+use crate::context::Ctx;
 use crate::error::ApiError;
 use crate::ids::new_id;
 use crate::openai::chat::{
     AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChunkChoice, Delta,
 };
 use crate::openai::{Header, UsageBody};
-use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs};
+use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs, Submission};
 use crate::routes::sse::{data_event, done_event, error_event};
 use crate::sampling::{decide_max_tokens, SamplingFields};
 use crate::state::AppState;
@@ -39,12 +40,15 @@ struct ChatFields {
 /// The handler.
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Ctx(ctx): Ctx,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
     strip_unimplemented(&mut body, true)?;
     let fields = SamplingFields::take(&mut body)?;
     let chat: ChatFields = typed(body)?;
     let model = state.registry.resolve(fields.model.as_deref())?;
+    ctx.set_model(&model.name);
+    let limits = &state.config().limits;
 
     let messages = messages::normalize(&chat.messages)?;
     let prompt_text = model
@@ -61,9 +65,10 @@ pub async fn chat_completions(
         None,
         prompt.len(),
         model.max_len(),
+        limits.max_output_tokens,
         "messages",
     )?;
-    let mut params = fields.to_params(max_tokens)?;
+    let mut params = fields.to_params(max_tokens, limits.max_n)?;
     params.logprobs = match (chat.logprobs, chat.top_logprobs) {
         (Some(true), top) => Some(top.unwrap_or(0)),
         (_, None | Some(0)) => None,
@@ -75,7 +80,19 @@ pub async fn chat_completions(
         }
     };
     let include_usage = fields.include_usage()?;
-    let outputs = submit(&model, vec![prompt], &params, fields.priority()?)?;
+    let want_logprobs = params.logprobs.is_some();
+    let outputs = submit(
+        &state,
+        &ctx,
+        &model,
+        Submission {
+            prompts: vec![prompt],
+            params,
+            priority: fields.priority()?,
+            streaming: fields.streaming(),
+            prompt_param: "messages",
+        },
+    )?;
     let header = Header {
         id: new_id("chatcmpl-"),
         object: "chat.completion",
@@ -84,7 +101,6 @@ pub async fn chat_completions(
         system_fingerprint: model.fingerprint.clone(),
     };
     let text = model.text.clone();
-    let want_logprobs = params.logprobs.is_some();
     if fields.streaming() {
         let header = Header {
             object: "chat.completion.chunk",
@@ -181,7 +197,7 @@ impl ChatStream {
                     .collect(),
             );
         }
-        let Some((index, out)) = self.outputs.next().await else {
+        let Some(item) = self.outputs.next().await else {
             self.finished = true;
             let mut events = Vec::new();
             if self.include_usage {
@@ -194,11 +210,10 @@ impl ChatStream {
             events.push(done_event());
             return Some(events);
         };
-        if let Some(error) = &out.error {
-            return Some(vec![error_event(&ApiError::internal(format!(
-                "generation failed: {error}"
-            )))]);
-        }
+        let (index, out) = match item {
+            Ok(item) => item,
+            Err(e) => return Some(vec![error_event(&e)]),
+        };
         if let Some(u) = &out.usage {
             self.usage.add(u);
         }

@@ -13,12 +13,13 @@ use serde_json::Value;
 
 use crate::body::{typed, JsonObject};
 use crate::compat::strip_unimplemented;
+use crate::context::Ctx;
 use crate::error::ApiError;
 use crate::ids::new_id;
 use crate::logprobs;
 use crate::openai::completions::{Completion, CompletionChoice};
 use crate::openai::{Header, UsageBody};
-use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs};
+use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs, Submission};
 use crate::routes::sse::{data_event, done_event, error_event};
 use crate::sampling::{decide_max_tokens, SamplingFields, DEFAULT_COMPLETION_MAX_TOKENS};
 use crate::state::AppState;
@@ -89,12 +90,15 @@ struct PromptInput {
 /// The handler.
 pub async fn completions(
     State(state): State<AppState>,
+    Ctx(ctx): Ctx,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
     strip_unimplemented(&mut body, false)?;
     let fields = SamplingFields::take(&mut body)?;
     let req: CompletionFields = typed(body)?;
     let model = state.registry.resolve(fields.model.as_deref())?;
+    ctx.set_model(&model.name);
+    let limits = &state.config().limits;
     let n = fields.n.unwrap_or(1);
     if let Some(best_of) = req.best_of.filter(|&b| b != n) {
         return Err(ApiError::invalid_param(
@@ -117,6 +121,7 @@ pub async fn completions(
             Some(DEFAULT_COMPLETION_MAX_TOKENS),
             p.tokens.len(),
             model.max_len(),
+            limits.max_output_tokens,
             "prompt",
         )?);
     }
@@ -129,15 +134,22 @@ pub async fn completions(
             .unwrap_or(0);
         max_tokens = max_tokens.min(shortest_room).max(1);
     }
-    let mut params = fields.to_params(max_tokens)?;
+    let mut params = fields.to_params(max_tokens, limits.max_n)?;
     params.logprobs = req.logprobs;
     let include_usage = fields.include_usage()?;
     let echoes: Vec<String> = prompts.iter().map(|p| p.text.clone()).collect();
+    let want_logprobs = params.logprobs.is_some();
     let outputs = submit(
+        &state,
+        &ctx,
         &model,
-        prompts.into_iter().map(|p| p.tokens).collect(),
-        &params,
-        fields.priority()?,
+        Submission {
+            prompts: prompts.into_iter().map(|p| p.tokens).collect(),
+            params,
+            priority: fields.priority()?,
+            streaming: fields.streaming(),
+            prompt_param: "prompt",
+        },
     )?;
     let header = Header {
         id: new_id("cmpl-"),
@@ -147,7 +159,6 @@ pub async fn completions(
         system_fingerprint: model.fingerprint.clone(),
     };
     let text = model.text.clone();
-    let want_logprobs = params.logprobs.is_some();
     if fields.streaming() {
         let num_choices = outputs.num_choices();
         let stream = CompletionStream {
@@ -288,7 +299,7 @@ impl CompletionStream {
                 return Some(events);
             }
         }
-        let Some((index, out)) = self.outputs.next().await else {
+        let Some(item) = self.outputs.next().await else {
             self.finished = true;
             let mut events = Vec::new();
             if self.include_usage {
@@ -301,11 +312,10 @@ impl CompletionStream {
             events.push(done_event());
             return Some(events);
         };
-        if let Some(error) = &out.error {
-            return Some(vec![error_event(&ApiError::internal(format!(
-                "generation failed: {error}"
-            )))]);
-        }
+        let (index, out) = match item {
+            Ok(item) => item,
+            Err(e) => return Some(vec![error_event(&e)]),
+        };
         if let Some(u) = &out.usage {
             self.usage.add(u);
         }

@@ -3,6 +3,7 @@
 mod chat;
 mod completions;
 mod health;
+mod metrics;
 mod models;
 pub(crate) mod sse;
 mod tokenize;
@@ -15,10 +16,13 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The router over `state`: the OpenAI API, tokenization, health.
+/// The router over `state`: the OpenAI API, tokenization, health, metrics;
+/// every route behind the middleware (request id, access, timeout, metrics,
+/// logs), and CORS outermost when enabled so preflights need no key.
 pub fn router(state: AppState) -> Router {
-    let limit = state.max_body_bytes;
-    Router::new()
+    let limit = state.config().max_body_bytes;
+    let cors = crate::cors::layer(&state.config().allowed_origins);
+    let router = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list))
@@ -27,10 +31,19 @@ pub fn router(state: AppState) -> Router {
         .route("/detokenize", post(tokenize::detokenize))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::middleware::observe,
+        ));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -1,10 +1,11 @@
 //! `tessera serve`: the OpenAI-compatible HTTP server over one model.
 //!
-//! The socket is bound first, so `/health` answers (and `/ready` says 503)
-//! while the model loads; then the model is registered and the server turns
-//! ready.
+//! The settings are checked and the socket bound first, so a bad option fails
+//! at once and `/health` answers (and `/ready` says 503) while the model
+//! loads; then the model is registered and the server turns ready.
 
-use std::net::SocketAddr;
+pub mod args;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,31 +13,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tessera_server::{AppState, ModelRegistry, ServedModel};
 
-use crate::engine_setup::{self, parse_bytes, EngineArgs};
-use crate::text_model::ModelText;
+pub use args::ServeArgs;
 
-/// Arguments of `tessera serve`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    #[command(flatten)]
-    pub engine: EngineArgs,
-    /// The name clients use in `model` (default: the --model argument, or the
-    /// file name of the default model without `.gguf`).
-    #[arg(long)]
-    pub served_model_name: Option<String>,
-    /// Address to listen on (0.0.0.0 for every interface).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Port to listen on (0: any free port, printed at start-up).
-    #[arg(long, default_value_t = 8000)]
-    pub port: u16,
-    /// Largest request body, e.g. `8MiB` (larger ones get 413).
-    #[arg(long, value_parser = parse_bytes, default_value = "8MiB")]
-    pub max_request_bytes: u64,
-    /// Seconds in-flight requests may run on after SIGTERM/SIGINT.
-    #[arg(long, default_value_t = 30.0)]
-    pub shutdown_timeout: f64,
-}
+use crate::engine_setup;
+use crate::text_model::ModelText;
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -49,24 +29,36 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.server_config()?;
+    let grace = Duration::try_from_secs_f64(args.shutdown_timeout)
+        .context("invalid setting 'shutdown-timeout': must be a non-negative number of seconds")?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            tessera_server::load_acceptor(cert, key)
+                .context("invalid setting 'tls-cert' / 'tls-key'")?,
+        ),
+        (None, None) => None,
+        // clap enforces the pair on the command line; a config file or the
+        // environment can still give one alone, which must not mean plain HTTP.
+        _ => anyhow::bail!("invalid setting 'tls-cert' / 'tls-key': give both or neither"),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let registry = Arc::new(ModelRegistry::new());
+    let state = AppState::new(registry.clone(), config)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
-    let registry = Arc::new(ModelRegistry::new());
-    let state = AppState {
-        registry: registry.clone(),
-        max_body_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
-    };
-    let grace = Duration::try_from_secs_f64(args.shutdown_timeout)
-        .context("--shutdown-timeout must be a non-negative number of seconds")?;
     let server = tokio::spawn(tessera_server::serve(
         listener,
+        tls,
         state,
         tessera_server::shutdown_signal(),
         grace,
     ));
-    tracing::info!("listening on http://{addr} (loading the model; /ready says 503 until done)");
+    tracing::info!(
+        "listening on {scheme}://{addr} (loading the model; /ready says 503 until done)"
+    );
 
     let engine_args = args.engine.clone();
     let serving = tokio::task::spawn_blocking(move || engine_setup::start(&engine_args))
@@ -89,7 +81,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         serving.backend,
         serving.kv_tokens,
         max_len,
-        addr,
+        &format!("{scheme}://{addr}"),
     );
 
     server.await.context("the server task panicked")??;
@@ -97,18 +89,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-fn log_ready(
-    name: &str,
-    path: &Path,
-    backend: &str,
-    kv_tokens: usize,
-    max_len: usize,
-    addr: SocketAddr,
-) {
+fn log_ready(name: &str, path: &Path, backend: &str, kv_tokens: usize, max_len: usize, url: &str) {
     // On stderr whatever RUST_LOG says: scripts and tests wait for this line.
     eprintln!(
         "tessera: serving '{name}' ({}) on backend {backend}; KV pool {kv_tokens} tokens; \
-         max sequence {max_len} tokens; ready at http://{addr}/v1",
+         max sequence {max_len} tokens; ready at {url}/v1",
         path.display()
     );
 }

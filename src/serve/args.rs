@@ -1,0 +1,241 @@
+//! The options of `tessera serve`. Each is a flag, a `TESSERA_*` environment
+//! variable and a key of the `--config` file (the flag's name without `--`);
+//! a flag beats the environment, which beats the file, which beats the default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::builder::BoolishValueParser;
+use tessera_server::{Limits, RateLimitConfig, ServerConfig, MAX_N};
+
+use crate::engine_setup::{parse_bytes, EngineArgs};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one aligned line per event.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Arguments of `tessera serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// TOML file of options: keys are these flags' names without `--`
+    /// (`max-num-seqs = 32`); flags and TESSERA_* variables override it
+    /// [default: none].
+    #[arg(long, env = "TESSERA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective options (secrets redacted), each with where it
+    /// came from, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// The name clients use in `model` [default: the --model argument, or
+    /// the file name of the default model without `.gguf`].
+    #[arg(long, env = "TESSERA_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, env = "TESSERA_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start-up).
+    #[arg(long, env = "TESSERA_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Largest request body, e.g. `8MiB` (larger ones get 413).
+    #[arg(long, env = "TESSERA_MAX_REQUEST_BYTES", value_parser = parse_bytes, default_value = "8MiB")]
+    pub max_request_bytes: u64,
+    /// Seconds in-flight requests may run on after SIGTERM/SIGINT.
+    #[arg(long, env = "TESSERA_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
+    /// Log format.
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log request and response bodies (API keys redacted); they are never
+    /// logged otherwise.
+    #[arg(long, env = "TESSERA_LOG_REQUESTS", value_parser = BoolishValueParser::new(), default_value_t = false)]
+    pub log_requests: bool,
+    /// An API key clients must send as `Authorization: Bearer KEY`; repeat
+    /// for several. TESSERA_API_KEYS takes a comma-separated list. Prefer it
+    /// or --api-key-file: command lines are visible to other users
+    /// [default: none; with no key at all, the API is open].
+    #[arg(
+        long = "api-key",
+        env = "TESSERA_API_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub api_keys: Vec<String>,
+    /// File of API keys, one per line (blank lines and `#` comments skipped)
+    /// [default: none].
+    #[arg(long, env = "TESSERA_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Key for GET /metrics (`Authorization: Bearer KEY`) [default: none;
+    /// /metrics is open]. API keys do not open it.
+    #[arg(long, env = "TESSERA_METRICS_KEY", value_name = "KEY")]
+    pub metrics_key: Option<String>,
+    /// Requests per --rate-limit-window per API key (per client address
+    /// without keys); beyond it 429 with Retry-After [default: no limit].
+    #[arg(long, env = "TESSERA_RATE_LIMIT_REQUESTS", value_name = "N")]
+    pub rate_limit_requests: Option<u64>,
+    /// Prompt plus completion tokens per --rate-limit-window per API key; a
+    /// request reserves its prompt and n x max_tokens, unused tokens come
+    /// back [default: no limit].
+    #[arg(long, env = "TESSERA_RATE_LIMIT_TOKENS", value_name = "N")]
+    pub rate_limit_tokens: Option<u64>,
+    /// The window of the rate limits, e.g. `60s`, `1m`, `500ms`; budgets
+    /// refill continuously over it.
+    #[arg(long, env = "TESSERA_RATE_LIMIT_WINDOW", value_parser = parse_duration, default_value = "60s")]
+    pub rate_limit_window: Duration,
+    /// Most tokens in one prompt; longer ones get 400 [default: the model's
+    /// context].
+    #[arg(long, env = "TESSERA_MAX_PROMPT_TOKENS", value_name = "N")]
+    pub max_prompt_tokens: Option<usize>,
+    /// Most samples per prompt (`n`).
+    #[arg(long, env = "TESSERA_MAX_N", default_value_t = MAX_N)]
+    pub max_n: usize,
+    /// Largest `max_tokens` a request may ask for (400 beyond); it also caps
+    /// the default [default: the context left after the prompt].
+    #[arg(long, env = "TESSERA_MAX_OUTPUT_TOKENS", value_name = "N")]
+    pub max_output_tokens: Option<usize>,
+    /// Most streamed responses one API key (or client address) may have open
+    /// at once; beyond it 429 [default: no limit].
+    #[arg(long, env = "TESSERA_MAX_STREAMS_PER_KEY", value_name = "N")]
+    pub max_streams_per_key: Option<usize>,
+    /// Longest a request may run, e.g. `10m`: a whole response gets 504, a
+    /// stream ends with an error event [default: no limit].
+    #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Option<Duration>,
+    /// TLS certificate chain (PEM); serves HTTPS with --tls-key [default:
+    /// none, plain HTTP].
+    #[arg(
+        long,
+        env = "TESSERA_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --tls-cert [default: none].
+    #[arg(
+        long,
+        env = "TESSERA_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Origins browsers may call the API from (CORS), e.g.
+    /// `https://app.example.com`, or `*`; repeat or separate with commas
+    /// [default: none, CORS off].
+    #[arg(
+        long,
+        env = "TESSERA_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub allowed_origins: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The server's settings; reads the key file. Errors name the option.
+    pub fn server_config(&self) -> Result<ServerConfig> {
+        let mut api_keys = self.api_keys.clone();
+        if let Some(path) = &self.api_key_file {
+            api_keys.extend(read_key_file(path)?);
+        }
+        let config = ServerConfig {
+            max_body_bytes: usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX),
+            api_keys,
+            metrics_key: self.metrics_key.clone(),
+            rate_limit: RateLimitConfig {
+                requests: self.rate_limit_requests,
+                tokens: self.rate_limit_tokens,
+                window: self.rate_limit_window,
+            },
+            limits: Limits {
+                max_prompt_tokens: self.max_prompt_tokens,
+                max_n: self.max_n,
+                max_output_tokens: self.max_output_tokens,
+                max_streams_per_key: self.max_streams_per_key,
+                request_timeout: self.request_timeout,
+            },
+            log_requests: self.log_requests,
+            allowed_origins: self.allowed_origins.clone(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Keys from a file: one per line, `#` comments and blank lines skipped. A
+/// file without keys is an error: it would leave the server open.
+fn read_key_file(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "invalid setting 'api-key-file': cannot read {}",
+            path.display()
+        )
+    })?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if keys.is_empty() {
+        bail!(
+            "invalid setting 'api-key-file': {} holds no key",
+            path.display()
+        );
+    }
+    Ok(keys)
+}
+
+/// Parses `90`, `90s`, `500ms`, `2m`, `1h`, `1.5s` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 30s, 500ms or 2m"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit '{other}' (use ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("'{s}' is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 days").is_err());
+    }
+
+    #[test]
+    fn key_files_skip_comments_and_must_hold_a_key() {
+        let dir = std::env::temp_dir().join(format!("tessera-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("keys");
+        std::fs::write(&file, "# team a\nsk-a\n\n  sk-b  \n").expect("write");
+        assert_eq!(read_key_file(&file).expect("keys"), ["sk-a", "sk-b"]);
+        std::fs::write(&file, "# nothing\n").expect("write");
+        let e = read_key_file(&file).expect_err("empty");
+        assert!(e.to_string().contains("api-key-file"), "{e}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
