@@ -47,6 +47,27 @@ pub struct EngineArgs {
     /// (HTTP 429) instead of waiting.
     #[arg(long, env = "TESSERA_MAX_WAITING_REQUESTS", default_value_t = 4096)]
     pub max_waiting_requests: usize,
+    /// Threads for the model's math [default: one per core]; the engine and
+    /// HTTP threads mostly wait on them.
+    #[arg(long, env = "TESSERA_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+}
+
+/// Sizes the process's compute pool, which every CPU kernel runs on.
+fn size_thread_pool(threads: usize) -> Result<()> {
+    // Fails only when the pool already exists (an earlier engine in this
+    // process); then it must already have the size asked for.
+    let built = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("tessera-compute-{i}"))
+        .build_global();
+    if built.is_err() && rayon::current_num_threads() != threads {
+        bail!(
+            "--threads {threads}: this process's compute pool already runs {} threads",
+            rayon::current_num_threads()
+        );
+    }
+    Ok(())
 }
 
 /// A running engine and what the front end needs beside it.
@@ -67,6 +88,9 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
     let path = model_path::resolve(args.model.as_deref())?;
     let source = ModelSource::detect(&path)?;
     let load_start = Instant::now();
+    if let Some(threads) = args.threads {
+        size_thread_pool(usize::from(threads))?;
+    }
     let backend = CpuBackend::new();
     let bundle = load_bundle(&backend, &source, args.max_model_len)
         .with_context(|| format!("loading {}", path.display()))?;
@@ -96,11 +120,12 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
     )?;
     let tokenizer = Arc::new(bundle.tokenizer);
     eprintln!(
-        "tessera: loaded {} in {:.2}s; KV cache {num_blocks} blocks x {BLOCK_SIZE} = {} tokens ({:.1} MiB); context {max_len}",
+        "tessera: loaded {} in {:.2}s; KV cache {num_blocks} blocks x {BLOCK_SIZE} = {} tokens ({:.1} MiB); context {max_len}; {} compute threads",
         path.display(),
         load_start.elapsed().as_secs_f64(),
         num_blocks * BLOCK_SIZE,
         (num_blocks * BLOCK_SIZE) as f64 * per_token as f64 / (1024.0 * 1024.0),
+        rayon::current_num_threads(),
     );
     let engine = spawn(
         runner,

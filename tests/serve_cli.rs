@@ -141,6 +141,7 @@ fn invalid_configuration_fails_at_start_naming_the_key() {
             "api-key-file = \"/nonexistent/keys\"\n",
             "api-key-file",
         ),
+        ("threads.toml", "threads = 0\n", "key 'threads'"),
         (
             "origin.toml",
             "allowed-origins = [\"example.com\"]\n",
@@ -162,6 +163,28 @@ fn invalid_configuration_fails_at_start_naming_the_key() {
     let out = run(&["--port", "0"], &[("TESSERA_API_KEYS", "")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("'api-key'"));
+}
+
+/// `--threads` sizes the compute pool (the start-up report says so).
+#[test]
+fn threads_size_the_compute_pool() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "generate",
+            "--threads",
+            "1",
+            "--prompt",
+            "Hi",
+            "--max-tokens",
+            "1",
+        ])
+        .current_dir(ROOT)
+        .env_remove("TESSERA_THREADS")
+        .output()
+        .expect("tessera runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("; 1 compute threads"), "{stderr}");
 }
 
 #[test]
