@@ -41,6 +41,7 @@ pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
         max_num_seqs: 64,
         no_prefix_caching: false,
         max_waiting_requests: max_waiting,
+        threads: None,
     }
 }
 
