@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::cli::{BenchArgs, BenchCommand, BenchSubcommand, CompareArgs};
-use crate::client::{http_client, Target};
+use crate::client::{http_client, Api, Target};
 use crate::error::{BenchError, Result};
 use crate::report::{self, BenchReport, PointReport, RunConfig};
 use crate::runner::{run_point, RunSettings};
@@ -142,7 +142,12 @@ async fn benchmark(args: BenchArgs) -> Result<BenchReport> {
                 break;
             }
         };
-        let summary = Summary::new(&run.records, run.duration_s, run.peak_concurrency, args.slo);
+        let mut summary =
+            Summary::new(&run.records, run.duration_s, run.peak_concurrency, args.slo);
+        if args.api == Api::Chat {
+            // The template's tokens are in the server's count by design.
+            summary.prompt_len_mismatches = 0;
+        }
         eprintln!(
             "tessera bench: {point}: {} completed, {} failed in {:.1}s; {:.1} output tok/s",
             summary.completed, summary.failed, summary.duration_s, summary.output_throughput

@@ -63,7 +63,8 @@ pub struct Summary {
     /// stop the server did not ignore, or a server cap).
     pub short_outputs: usize,
     /// Completed requests whose server-side prompt count differs from the
-    /// benchmark tokenizer's (e.g. a BOS token the server adds).
+    /// benchmark tokenizer's (e.g. a BOS token the server adds). Not counted
+    /// for chat, where the server's count includes the chat template.
     pub prompt_len_mismatches: usize,
     /// Completed requests that streamed no content at all (no TTFT).
     pub no_content: usize,

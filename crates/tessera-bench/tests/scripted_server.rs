@@ -263,7 +263,10 @@ fn timings_match_the_script_and_every_failure_is_counted() {
         "prompt length from the server's /tokenize"
     );
 
-    // Timings: the script's sleeps are lower bounds; uppers are generous.
+    // Timings: the script's TTFT sleep is a lower bound; a gap can come out
+    // shorter than the script's when the chunk before it was read late, so
+    // gaps get a wide band and their median a narrower one. Upper bounds are
+    // generous: the machine is shared.
     let ms = |s: f64| s * 1e3;
     for ok in &r[..3] {
         let ttft = ms(ok.ttft_s.expect("ttft"));
@@ -274,13 +277,13 @@ fn timings_match_the_script_and_every_failure_is_counted() {
         assert_eq!(ok.itl_s.len(), TOKENS - 1);
         for gap in ok.itl_s.iter().map(|g| ms(*g)) {
             assert!(
-                (ITL_MS as f64 - 5.0..ITL_MS as f64 + 150.0).contains(&gap),
+                (ITL_MS as f64 / 2.0..ITL_MS as f64 + 150.0).contains(&gap),
                 "ITL {gap} ms"
             );
         }
         let tpot = ms(ok.tpot_s().expect("tpot"));
         assert!(
-            (ITL_MS as f64 - 5.0..ITL_MS as f64 + 150.0).contains(&tpot),
+            (ITL_MS as f64 - 20.0..ITL_MS as f64 + 150.0).contains(&tpot),
             "TPOT {tpot} ms"
         );
     }
