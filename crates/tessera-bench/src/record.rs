@@ -90,6 +90,11 @@ pub struct RequestRecord {
     pub text: String,
     /// Why it failed; `None` for a completed request.
     pub error: Option<Failure>,
+    /// Times it was sent again because the server had closed the kept-alive
+    /// connection it went out on without answering (llama-server does after
+    /// every stream). Its times count from the first send.
+    #[serde(default)]
+    pub resends: usize,
 }
 
 impl RequestRecord {

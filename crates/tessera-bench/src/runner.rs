@@ -200,5 +200,6 @@ fn record(
         finish_reason: o.finish_reason,
         text: o.text,
         error: o.error,
+        resends: o.resends,
     }
 }

@@ -68,6 +68,10 @@ pub struct Summary {
     pub prompt_len_mismatches: usize,
     /// Completed requests that streamed no content at all (no TTFT).
     pub no_content: usize,
+    /// Requests sent again after the server closed their kept-alive
+    /// connection unanswered.
+    #[serde(default)]
+    pub resent: usize,
 }
 
 impl Summary {
@@ -134,6 +138,7 @@ impl Summary {
                 .filter(|r| r.prompt_tokens.is_some_and(|p| p != r.prompt_len))
                 .count(),
             no_content: ok.iter().filter(|r| r.ttft_s.is_none()).count(),
+            resent: records.iter().filter(|r| r.resends > 0).count(),
         }
     }
 
@@ -167,6 +172,12 @@ impl Summary {
                 self.prompt_len_mismatches
             ));
         }
+        if self.resent > 0 {
+            notes.push(format!(
+                "{} requests were sent again: the server had closed their kept-alive connection unanswered",
+                self.resent
+            ));
+        }
         if self.no_content > 0 {
             notes.push(format!(
                 "{} requests streamed no content (no TTFT)",
@@ -198,6 +209,7 @@ mod tests {
             finish_reason: Some("length".into()),
             text: String::new(),
             error: None,
+            resends: 0,
         }
     }
 

@@ -53,13 +53,16 @@ fn start_server() -> String {
     format!("http://{addr}")
 }
 
-/// Reads one request: its path and JSON body.
-async fn read_request(sock: &mut TcpStream) -> (String, Value) {
+/// Reads one request: its path and JSON body; `None` if the client closed
+/// the connection first.
+async fn read_request(sock: &mut TcpStream) -> Option<(String, Value)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
-        let n = sock.read(&mut chunk).await.expect("read");
-        assert!(n > 0, "client closed mid-request");
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
@@ -76,11 +79,14 @@ async fn read_request(sock: &mut TcpStream) -> (String, Value) {
         })
         .unwrap_or(0);
     while buf.len() < head_end + len {
-        let n = sock.read(&mut chunk).await.expect("read body");
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null);
-    (path, body)
+    Some((path, body))
 }
 
 async fn respond_json(sock: &mut TcpStream, status: &str, body: Value) {
@@ -104,7 +110,9 @@ fn text_chunk(text: &str) -> String {
 }
 
 async fn handle(mut sock: TcpStream) {
-    let (path, body) = read_request(&mut sock).await;
+    let Some((path, body)) = read_request(&mut sock).await else {
+        return;
+    };
     match path.as_str() {
         "/v1/models" => {
             return respond_json(&mut sock, "200 OK", json!({"data": [{"id": "scripted"}]})).await
@@ -130,6 +138,9 @@ async fn handle(mut sock: TcpStream) {
             json!({"error": {"message": "scripted failure"}}),
         )
         .await;
+    }
+    if script == "one-per-connection" {
+        return one_per_connection(sock).await;
     }
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
     sock.write_all(head.as_bytes()).await.expect("head");
@@ -162,6 +173,27 @@ async fn handle(mut sock: TcpStream) {
         event(&mut sock, &usage.to_string()).await;
     }
     event(&mut sock, "[DONE]").await;
+}
+
+/// Like llama-server: a chunked, keep-alive stream, and then the connection
+/// is closed unannounced, here when the next request arrives on it (so the
+/// client always sends one request into a closing connection).
+async fn one_per_connection(mut sock: TcpStream) {
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    sock.write_all(head.as_bytes()).await.expect("head");
+    let usage = json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": TOKENS}});
+    let mut events = vec![text_chunk("a"); TOKENS];
+    events.extend([usage.to_string(), "[DONE]".to_string()]);
+    for data in events {
+        let event = format!("data: {data}\n\n");
+        let chunk = format!("{:x}\r\n{event}\r\n", event.len());
+        sock.write_all(chunk.as_bytes()).await.expect("chunk");
+    }
+    sock.write_all(b"0\r\n\r\n").await.expect("last chunk");
+    // Take the next request whole (so the close is a FIN, not a reset), and
+    // close without answering.
+    let _ = read_request(&mut sock).await;
 }
 
 fn write_prompts(dir: &std::path::Path, prompts: &[&str]) -> String {
@@ -391,4 +423,37 @@ fn options_that_would_do_nothing_are_errors() {
         "http://h:1"
     );
     assert!(args(&["--base-url", "h:1"]).root_url().is_err());
+}
+
+#[test]
+fn requests_lost_to_a_closed_kept_alive_connection_are_sent_again() {
+    let url = start_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prompts = write_prompts(dir.path(), &["one-per-connection"]);
+    let report = run_benchmark(args(&[
+        "--base-url",
+        &url,
+        "--model",
+        "m",
+        "--dataset",
+        "jsonl",
+        "--dataset-path",
+        &prompts,
+        "--num-prompts",
+        "6",
+        "--max-concurrency",
+        "1",
+        "--warmup",
+        "0",
+        "--no-progress",
+    ]))
+    .expect("the benchmark runs");
+    let point = &report.points[0];
+    assert_eq!(point.summary.failed, 0, "{:?}", point.summary.notes());
+    // The first request opens the connection; each later one goes out on the
+    // connection the server is closing, and is sent again on a new one.
+    let resends: Vec<usize> = point.requests.iter().map(|r| r.resends).collect();
+    assert_eq!(resends, [0, 1, 1, 1, 1, 1]);
+    assert_eq!(point.summary.resent, 5);
+    assert!(point.requests.iter().all(|r| r.output_tokens == TOKENS));
 }

@@ -120,6 +120,9 @@ pub struct Outcome {
     pub text: String,
     /// Why it failed, if it did.
     pub error: Option<Failure>,
+    /// Times it was sent again because the server had closed the kept-alive
+    /// connection it went out on, unanswered.
+    pub resends: usize,
 }
 
 /// Sends `body` to `target` and reads the stream to its end.
@@ -142,22 +145,38 @@ pub async fn send(client: &reqwest::Client, target: &Target, body: &Value) -> Ou
         finish_reason: state.finish_reason,
         text: state.text,
         error: state.error,
+        resends: state.resends,
     }
 }
 
+/// Most resends of a request whose kept-alive connection the server had
+/// closed: every pooled connection may be one of them.
+const MAX_RESENDS: usize = 4;
+
 async fn read(client: &reqwest::Client, target: &Target, body: &Value, state: &mut StreamState) {
-    let mut request = client
-        .post(&target.url)
-        .timeout(target.timeout)
-        .header("content-type", "application/json")
-        .header("accept", "text/event-stream")
-        .body(body.to_string());
-    if let Some(key) = &target.api_key {
-        request = request.bearer_auth(key);
-    }
-    let mut response = match request.send().await {
-        Ok(r) => r,
-        Err(e) => return state.fail(kind_of(&e, FailureKind::Connect), error_chain(&e)),
+    let body = body.to_string();
+    let mut response = loop {
+        let mut request = client
+            .post(&target.url)
+            .timeout(target.timeout)
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .body(body.clone());
+        if let Some(key) = &target.api_key {
+            request = request.bearer_auth(key);
+        }
+        match request.send().await {
+            Ok(r) => break r,
+            // Some servers (llama-server) close the connection after every
+            // stream without saying so; a request sent on it the instant
+            // before the close is seen gets no answer at all. Nothing was
+            // served, so it is sent again (counted in the record), as HTTP
+            // clients do for requests lost to a keep-alive race.
+            Err(e) if state.resends < MAX_RESENDS && closed_before_answering(&e) => {
+                state.resends += 1;
+            }
+            Err(e) => return state.fail(kind_of(&e, FailureKind::Connect), error_chain(&e)),
+        }
     };
     let status = response.status();
     if !status.is_success() {
@@ -203,6 +222,39 @@ async fn read(client: &reqwest::Client, target: &Target, body: &Value, state: &m
             Err(e) => return state.fail(kind_of(&e, FailureKind::Truncated), error_chain(&e)),
         }
     }
+    if state.done.is_some() {
+        // Read the body's end after [DONE] (already timed), briefly, so the
+        // connection goes back to the pool instead of being dropped mid-body:
+        // that is how a client keeps its connections alive.
+        let drain = async { while let Ok(Some(_)) = response.chunk().await {} };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    }
+}
+
+/// Longest wait for the end of a body after `[DONE]`.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Whether an established connection was closed (or reset) before any byte
+/// of a response: not a refused connection, not a timeout.
+fn closed_before_answering(e: &reqwest::Error) -> bool {
+    if e.is_timeout() || e.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn kind_of(e: &reqwest::Error, otherwise: FailureKind) -> FailureKind {

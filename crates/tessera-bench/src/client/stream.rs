@@ -25,6 +25,8 @@ pub(crate) struct StreamState {
     /// When `[DONE]` arrived.
     pub done: Option<Instant>,
     pub error: Option<Failure>,
+    /// Resends after the server closed a kept-alive connection unanswered.
+    pub resends: usize,
 }
 
 impl StreamState {
@@ -43,6 +45,7 @@ impl StreamState {
             finish_reason: None,
             done: None,
             error: None,
+            resends: 0,
         }
     }
 
