@@ -162,16 +162,18 @@ async fn warm_up(
     Ok(errors.len())
 }
 
+/// The progress bar's layout: the run, the bar, counts, times, failures.
+const PROGRESS_TEMPLATE: &str =
+    "{prefix} {bar:30} {pos}/{len} requests [{elapsed_precise}, eta {eta}] {msg}";
+
 fn progress_bar(len: usize, settings: RunSettings) -> ProgressBar {
     if !settings.progress {
         return ProgressBar::hidden();
     }
     // indicatif draws to stderr only when it is a terminal.
     let bar = ProgressBar::new(len as u64);
-    let style = ProgressStyle::with_template(
-        "{prefix} {bar:30} {pos}/{len} requests [{elapsed_precise}, eta {eta}] {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template(PROGRESS_TEMPLATE)
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_prefix(settings.point.to_string());
     bar
@@ -201,5 +203,14 @@ fn record(
         text: o.text,
         error: o.error,
         resends: o.resends,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_progress_template_parses() {
+        // A bad template would silently fall back to indicatif's default bar.
+        assert!(indicatif::ProgressStyle::with_template(super::PROGRESS_TEMPLATE).is_ok());
     }
 }
