@@ -138,7 +138,8 @@ async fn benchmark(args: BenchArgs) -> Result<BenchReport> {
             Ok(run) => run,
             Err(e) => {
                 // Keep what the earlier runs measured: report it, then fail.
-                failure = Some(BenchError::Usage(format!("at {point}: {e}")));
+                eprintln!("tessera bench: {point}: stopped");
+                failure = Some(e);
                 break;
             }
         };
