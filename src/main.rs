@@ -26,6 +26,9 @@ enum Command {
     /// Download a model repository from the Hugging Face hub (honours HF_ENDPOINT,
     /// HF_HOME and HF_TOKEN).
     Pull(PullArgs),
+    /// Benchmark any OpenAI-compatible server (tessera, llama-server, vLLM)
+    /// from the client side: TTFT, TPOT, ITL, latency, throughput, goodput.
+    Bench(Box<tessera_bench::BenchCommand>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +91,7 @@ fn main() -> Result<()> {
         Command::Serve(args) if args.print_config => print_config(&matches, file.as_ref()),
         Command::Serve(args) => serve::run(*args),
         Command::Generate(args) => generate::run(args),
+        Command::Bench(command) => Ok(tessera_bench::bench::run(*command)?),
         Command::Pull(args) => {
             let dir: PathBuf = tessera_model::hub::pull(
                 &args.repo_id,
