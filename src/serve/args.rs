@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::builder::BoolishValueParser;
 use tessera_server::{Limits, RateLimitConfig, ServerConfig, MAX_N};
 
-use crate::engine_setup::{parse_bytes, EngineArgs};
+use crate::engine_setup::EngineArgs;
+use crate::units::{parse_bytes, parse_duration};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -192,39 +193,9 @@ fn read_key_file(path: &Path) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// Parses `90`, `90s`, `500ms`, `2m`, `1h`, `1.5s` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 30s, 500ms or 2m"))?;
-    let scale = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("unknown duration unit '{other}' (use ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("'{s}' is out of range"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3 days").is_err());
-    }
 
     #[test]
     fn key_files_skip_comments_and_must_hold_a_key() {
