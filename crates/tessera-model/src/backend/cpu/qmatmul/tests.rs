@@ -145,6 +145,62 @@ fn scalar_paths_match_the_dispatched_paths() {
     }
 }
 
+/// The AVX2 block quantizer equals the portable one on every value,
+/// including halves (the rounding edge), out-of-range, infinite and NaN inputs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_quantization_equals_the_portable_code() {
+    use super::activations::{amax_portable, avx2, round_block_portable};
+    if !avx2::available() {
+        eprintln!("no AVX2 here: nothing to compare");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(17);
+    let specials = [
+        0.5,
+        -0.5,
+        1.5,
+        -2.5,
+        126.5,
+        -127.5,
+        127.49,
+        0.49999997,
+        -0.0,
+        1e10,
+        -1e10,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        300.0,
+        -129.0,
+        f32::MIN_POSITIVE,
+    ];
+    for case in 0..2000 {
+        let xs: [f32; QK] = std::array::from_fn(|i| {
+            if case % 3 == 0 && i % 4 == 0 {
+                specials[(case + i) % specials.len()]
+            } else if case % 3 == 1 {
+                // Whole and half steps after scaling by 1.
+                (rng.random_range(-300i32..300) as f32) * 0.5
+            } else {
+                rng.random_range(-4.0f32..4.0)
+            }
+        });
+        let inverse = if case % 3 == 1 {
+            1.0
+        } else {
+            rng.random_range(0.0f32..100.0)
+        };
+        // SAFETY: AVX2 was checked above.
+        let (simd_max, mut simd_q) = (unsafe { avx2::amax(&xs) }, [0i8; QK]);
+        unsafe { avx2::round_block(&xs, inverse, &mut simd_q) };
+        let mut q = [0i8; QK];
+        round_block_portable(&xs, inverse, &mut q);
+        assert_eq!(simd_max.to_bits(), amax_portable(&xs).to_bits(), "{xs:?}");
+        assert_eq!(simd_q, q, "{xs:?} x {inverse}");
+    }
+}
+
 #[test]
 fn a_row_alone_equals_the_row_in_a_batch() {
     let mut rng = StdRng::seed_from_u64(3);
