@@ -21,7 +21,7 @@ use crate::openai::chat::{
 };
 use crate::openai::{Header, UsageBody};
 use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs, Submission};
-use crate::routes::sse::{data_event, done_event, error_event};
+use crate::routes::sse::{data_event, next_step, StreamStep};
 use crate::sampling::{decide_max_tokens, SamplingFields};
 use crate::state::AppState;
 use crate::text::TextModel;
@@ -197,26 +197,24 @@ impl ChatStream {
                     .collect(),
             );
         }
-        let Some(item) = self.outputs.next().await else {
-            self.finished = true;
-            let mut events = Vec::new();
-            if self.include_usage {
-                events.push(data_event(&ChatChunk {
-                    header: self.header.clone(),
-                    choices: Vec::new(),
-                    usage: Some(Some(self.usage)),
-                }));
-            }
-            events.push(done_event());
-            return Some(events);
+        let header = &self.header;
+        let usage_chunk = self.include_usage.then_some(|usage| {
+            data_event(&ChatChunk {
+                header: header.clone(),
+                choices: Vec::new(),
+                usage: Some(Some(usage)),
+            })
+        });
+        let step = next_step(
+            &mut self.outputs,
+            &mut self.usage,
+            &mut self.finished,
+            usage_chunk,
+        );
+        let (index, out) = match step.await {
+            StreamStep::Output(index, out) => (index, out),
+            StreamStep::Events(events) => return Some(events),
         };
-        let (index, out) = match item {
-            Ok(item) => item,
-            Err(e) => return Some(vec![error_event(&e)]),
-        };
-        if let Some(u) = &out.usage {
-            self.usage.add(u);
-        }
         let lps = visible_logprobs(&out);
         let mut events = Vec::new();
         if !out.text.is_empty() || !lps.is_empty() {

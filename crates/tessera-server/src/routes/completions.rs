@@ -20,7 +20,7 @@ use crate::logprobs;
 use crate::openai::completions::{Completion, CompletionChoice};
 use crate::openai::{Header, UsageBody};
 use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs, Submission};
-use crate::routes::sse::{data_event, done_event, error_event};
+use crate::routes::sse::{data_event, next_step, StreamStep};
 use crate::sampling::{decide_max_tokens, SamplingFields, DEFAULT_COMPLETION_MAX_TOKENS};
 use crate::state::AppState;
 use crate::text::TextModel;
@@ -299,26 +299,24 @@ impl CompletionStream {
                 return Some(events);
             }
         }
-        let Some(item) = self.outputs.next().await else {
-            self.finished = true;
-            let mut events = Vec::new();
-            if self.include_usage {
-                events.push(data_event(&Completion {
-                    header: self.header.clone(),
-                    choices: Vec::new(),
-                    usage: Some(Some(self.usage)),
-                }));
-            }
-            events.push(done_event());
-            return Some(events);
+        let header = &self.header;
+        let usage_chunk = self.include_usage.then_some(|usage| {
+            data_event(&Completion {
+                header: header.clone(),
+                choices: Vec::new(),
+                usage: Some(Some(usage)),
+            })
+        });
+        let step = next_step(
+            &mut self.outputs,
+            &mut self.usage,
+            &mut self.finished,
+            usage_chunk,
+        );
+        let (index, out) = match step.await {
+            StreamStep::Output(index, out) => (index, out),
+            StreamStep::Events(events) => return Some(events),
         };
-        let (index, out) = match item {
-            Ok(item) => item,
-            Err(e) => return Some(vec![error_event(&e)]),
-        };
-        if let Some(u) = &out.usage {
-            self.usage.add(u);
-        }
         let lps = visible_logprobs(&out);
         if out.text.is_empty() && lps.is_empty() && out.finish_reason.is_none() {
             return Some(Vec::new());
