@@ -41,7 +41,7 @@ pub struct EngineArgs {
     /// Most sequences running at once.
     #[arg(long, env = "TESSERA_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
-    /// Turn off reuse of cached prompt prefixes.
+    /// Turn off reuse of cached prompt prefixes [default: off].
     #[arg(long, env = "TESSERA_NO_PREFIX_CACHING", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub no_prefix_caching: bool,
     /// Most requests queued for admission; beyond it requests are refused

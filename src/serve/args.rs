@@ -55,7 +55,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log request and response bodies (API keys redacted); they are never
-    /// logged otherwise.
+    /// logged otherwise [default: off].
     #[arg(long, env = "TESSERA_LOG_REQUESTS", value_parser = BoolishValueParser::new(), default_value_t = false)]
     pub log_requests: bool,
     /// An API key clients must send as `Authorization: Bearer KEY`; repeat
