@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::cli::{BenchArgs, BenchCommand, BenchSubcommand, CompareArgs};
-use crate::client::{http_client, Api, Target};
+use crate::client::{fetch_text, http_client, Api, Target};
 use crate::error::{BenchError, Result};
 use crate::report::{self, BenchReport, PointReport, RunConfig};
 use crate::runner::{run_point, RunSettings};
@@ -198,16 +198,7 @@ async fn first_model(
         url: url.clone(),
         message: format!("{message} (pass --model)"),
     };
-    let mut request = client.get(&url).timeout(std::time::Duration::from_secs(60));
-    if let Some(key) = api_key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.send().await.map_err(|e| err(e.to_string()))?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| err(e.to_string()))?;
-    if !status.is_success() {
-        return Err(err(format!("HTTP {status}: {}", text.trim())));
-    }
+    let text = fetch_text(client.get(&url), api_key).await.map_err(err)?;
     let listing: Value = serde_json::from_str(&text).map_err(|e| err(format!("not JSON ({e})")))?;
     let id = listing
         .pointer("/data/0/id")

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::client::fetch_text;
 use crate::error::{BenchError, Result};
 
 /// A tokenizer, local or the server's.
@@ -152,21 +153,10 @@ impl Remote {
             url: url.clone(),
             message,
         };
-        // Bounded: a server that hangs here must not hang the benchmark.
-        let mut request = self
-            .client
-            .post(&url)
-            .timeout(std::time::Duration::from_secs(60))
-            .json_body(body);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.map_err(|e| err(e.to_string()))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| err(e.to_string()))?;
-        if !status.is_success() {
-            return Err(err(format!("HTTP {status}: {}", text.trim())));
-        }
+        let request = self.client.post(&url).json_body(body);
+        let text = fetch_text(request, self.api_key.as_deref())
+            .await
+            .map_err(err)?;
         serde_json::from_str(&text).map_err(|e| err(format!("not JSON ({e}): {text}")))
     }
 }

@@ -277,6 +277,26 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
+/// Sends a side request (model listing, tokenizer) with the API key, bounded
+/// to a minute so a hung server cannot hang the benchmark, and returns the
+/// body of a 2xx answer; the error is a message for the caller to place.
+pub(crate) async fn fetch_text(
+    request: reqwest::RequestBuilder,
+    api_key: Option<&str>,
+) -> std::result::Result<String, String> {
+    let mut request = request.timeout(Duration::from_secs(60));
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {}", text.trim()));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
