@@ -104,13 +104,17 @@ fn logits_agree_with_candle_quantized_llama() {
             .and_then(|t| t.to_vec1())
             .expect("candle forward")
     };
-    // Two tokens: attention is nearly trivial and every other operation runs in the
-    // same order as candle's, so the results are identical to the bit.
+    // Two tokens: attention is nearly trivial and every operation but the LM
+    // head runs in the same order as candle's, to the bit; the Q8_0 head sums
+    // its blocks in another order, so the logits differ by rounding only.
     let first = &cases()[0].prompt_ids[..2];
-    assert_eq!(
+    let (ours, theirs) = (
         prompt_logits(&mut runner, first),
-        candle_logits(&mut reference, first)
+        candle_logits(&mut reference, first),
     );
+    let diff = max_abs_diff(&ours, &theirs);
+    eprintln!("two tokens: |tessera - candle| max {diff:e}");
+    assert!(diff < 1e-4, "two tokens: max diff {diff}");
     for (n, case) in cases().iter().enumerate() {
         let ours = prompt_logits(&mut runner, &case.prompt_ids);
         let theirs = candle_logits(&mut reference, &case.prompt_ids);

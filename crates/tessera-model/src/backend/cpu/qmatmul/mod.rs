@@ -13,6 +13,8 @@ mod q4_1;
 #[cfg(target_arch = "x86_64")]
 mod q4_1_avx2;
 mod q8_0;
+#[cfg(target_arch = "x86_64")]
+mod q8_0_x86;
 
 use rayon::prelude::*;
 
@@ -23,24 +25,27 @@ use activations::Q8Rows;
 
 /// Values per quantization block (Q4_1, Q8_0 and the Q8 activations alike).
 const QK: usize = 32;
-/// Weight rows per kernel call.
+/// Weight rows per group of the Q4_1 layout.
 const GROUP: usize = 4;
 /// Activation rows per kernel call.
 const ROW_TILE: usize = 4;
 
 /// A repacked weight matrix and its kernel.
 trait GroupKernel: Sync {
+    /// Weight rows per group: the rows one kernel call computes together.
+    const ROWS: usize;
     /// Output features.
     fn rows(&self) -> usize;
     /// Blocks per row.
     fn blocks(&self) -> usize;
-    /// Dot products of weight rows `4 * group..` with activation rows
-    /// `row0..row0 + out.len()` (at most `ROW_TILE`), one `[f32; GROUP]` each.
-    fn dot_group(&self, group: usize, y: &Q8Rows, row0: usize, out: &mut [[f32; GROUP]]);
+    /// Dot products of weight rows `ROWS * group..` with activation rows
+    /// `row0..row0 + tile` (`tile` at most `ROW_TILE`): `out` holds `tile`
+    /// runs of `ROWS` results, one run per activation row.
+    fn dot_group(&self, group: usize, y: &Q8Rows, row0: usize, out: &mut [f32]);
 }
 
 /// `out = x @ W^T` for `x` of `m` rows; `out` is `m` by `w.rows()`, row-major.
-fn matmul_t(w: &impl GroupKernel, x: &[f32], m: usize, out: &mut [f32]) {
+fn matmul_t<W: GroupKernel>(w: &W, x: &[f32], m: usize, out: &mut [f32]) {
     let (rows, blocks) = (w.rows(), w.blocks());
     assert_eq!(x.len(), m * blocks * QK, "activation shape");
     assert_eq!(out.len(), m * rows, "output shape");
@@ -48,31 +53,65 @@ fn matmul_t(w: &impl GroupKernel, x: &[f32], m: usize, out: &mut [f32]) {
         return;
     }
     let y = activations::quantize(x, m, blocks);
-    let groups = rows.div_ceil(GROUP);
+    let groups = rows.div_ceil(W::ROWS);
     // Enough tasks for rayon to balance, few enough to keep overhead low.
     let per_task = groups.div_ceil(rayon::current_num_threads() * 8).max(1);
-    // Results per group, activation row, lane; scattered into `out` below.
-    let mut by_group = vec![[0f32; GROUP]; groups * m];
-    by_group
-        .par_chunks_mut(per_task * m)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, group_out) in chunk.chunks_mut(m).enumerate() {
-                let group = task * per_task + i;
-                for (tile, tile_out) in group_out.chunks_mut(ROW_TILE).enumerate() {
-                    w.dot_group(group, &y, tile * ROW_TILE, tile_out);
+    let out = OutColumns::new(out, rows);
+    (0..groups.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let mut tile_out = [0f32; MAX_TILE_OUT];
+            for group in task * per_task..((task + 1) * per_task).min(groups) {
+                let cols = group * W::ROWS..((group + 1) * W::ROWS).min(rows);
+                for row0 in (0..m).step_by(ROW_TILE) {
+                    let tile = (m - row0).min(ROW_TILE);
+                    let results = &mut tile_out[..tile * W::ROWS];
+                    w.dot_group(group, &y, row0, results);
+                    for (r, lanes) in results.chunks_exact(W::ROWS).enumerate() {
+                        // SAFETY: this task alone writes columns `cols`.
+                        unsafe { out.write(row0 + r, cols.clone(), &lanes[..cols.len()]) };
+                    }
                 }
             }
         });
-    let scatter = |(r, out_row): (usize, &mut [f32])| {
-        for (group, cols) in out_row.chunks_mut(GROUP).enumerate() {
-            cols.copy_from_slice(&by_group[group * m + r][..cols.len()]);
+}
+
+/// The largest `ROW_TILE * ROWS` of any kernel.
+const MAX_TILE_OUT: usize = ROW_TILE * 8;
+
+/// A row-major output matrix whose column ranges parallel tasks fill, each
+/// task its own columns of every row (a split `chunks_mut` cannot express).
+struct OutColumns<'a> {
+    ptr: *mut f32,
+    len: usize,
+    cols: usize,
+    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: tasks write disjoint elements (`write`'s contract), and the
+// borrow keeps the matrix alive for as long as they run.
+unsafe impl Send for OutColumns<'_> {}
+unsafe impl Sync for OutColumns<'_> {}
+
+impl<'a> OutColumns<'a> {
+    fn new(out: &'a mut [f32], cols: usize) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            cols,
+            _borrow: std::marker::PhantomData,
         }
-    };
-    if m > 1 {
-        out.par_chunks_mut(rows).enumerate().for_each(scatter);
-    } else {
-        out.chunks_mut(rows).enumerate().for_each(scatter);
+    }
+
+    /// Writes `values` to row `row`, columns `cols`.
+    ///
+    /// # Safety
+    /// No other thread may access these elements during the call.
+    unsafe fn write(&self, row: usize, cols: std::ops::Range<usize>, values: &[f32]) {
+        let start = row * self.cols + cols.start;
+        assert!(cols.end <= self.cols && start + values.len() <= self.len);
+        assert_eq!(values.len(), cols.len());
+        std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(start), values.len());
     }
 }
 

@@ -90,6 +90,8 @@ impl Q4_1Matrix {
 }
 
 impl GroupKernel for Q4_1Matrix {
+    const ROWS: usize = GROUP;
+
     fn rows(&self) -> usize {
         self.rows
     }
@@ -98,7 +100,8 @@ impl GroupKernel for Q4_1Matrix {
         self.blocks
     }
 
-    fn dot_group(&self, group: usize, y: &Q8Rows, row0: usize, out: &mut [[f32; GROUP]]) {
+    fn dot_group(&self, group: usize, y: &Q8Rows, row0: usize, out: &mut [f32]) {
+        let (out, _) = out.as_chunks_mut::<GROUP>();
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             use super::q4_1_avx2::dot_group;

@@ -1,0 +1,208 @@
+//! The x86-64 Q8_0 kernels: eight weight rows in the eight lanes of a vector,
+//! up to four activation rows per call reusing each weight load.
+//!
+//! Per block, each activation row's integer dot is accumulated in i32 lanes
+//! (one lane per weight row), then converted and added with one FMA, which is
+//! the scalar reference's `(dw * dy).mul_add(sumi, acc)` lane by lane.
+//!
+//! - AVX2: `u8 x i8` pairs through `maddubs` with the sign moved onto the
+//!   activation (`|w| * sign(y, w) = w * y`; pairs stay within i16).
+//! - AVX-512 VNNI (on 256-bit vectors): `vpdpbusd` on `w + 128` (unsigned),
+//!   minus `128 * sum(y)` per block: four products per lane straight into i32.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::activations::Q8Rows;
+use super::q8_0::{Q8_0Matrix, ROWS};
+use super::{GroupKernel, QK, ROW_TILE};
+
+/// Which kernel this CPU runs (checked once).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Level {
+    Portable,
+    Avx2,
+    Vnni,
+}
+
+pub(super) fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
+        match (avx2, vnni) {
+            (true, true) => Level::Vnni,
+            (true, false) => Level::Avx2,
+            _ => Level::Portable,
+        }
+    })
+}
+
+/// Runs the best kernel for this CPU at `level` or below; false when only the
+/// portable code applies.
+pub(super) fn dot_group_at(
+    level: Level,
+    w: &Q8_0Matrix,
+    group: usize,
+    y: &Q8Rows,
+    row0: usize,
+    out: &mut [f32],
+) -> bool {
+    let tile = out.len() / ROWS;
+    assert!(tile <= ROW_TILE && out.len() == tile * ROWS);
+    let level = level.min_with(self::level());
+    // SAFETY: `level` never exceeds what this CPU supports; the kernels check
+    // their indices.
+    unsafe {
+        match (level, tile) {
+            (Level::Portable, _) => return false,
+            (Level::Avx2, 1) => avx2::<1>(w, group, y, row0, out),
+            (Level::Avx2, 2) => avx2::<2>(w, group, y, row0, out),
+            (Level::Avx2, 3) => avx2::<3>(w, group, y, row0, out),
+            (Level::Avx2, _) => avx2::<4>(w, group, y, row0, out),
+            (Level::Vnni, 1) => vnni::<1>(w, group, y, row0, out),
+            (Level::Vnni, 2) => vnni::<2>(w, group, y, row0, out),
+            (Level::Vnni, 3) => vnni::<3>(w, group, y, row0, out),
+            (Level::Vnni, _) => vnni::<4>(w, group, y, row0, out),
+        }
+    }
+    true
+}
+
+/// The best kernel for this CPU.
+pub(super) fn dot_group(
+    w: &Q8_0Matrix,
+    group: usize,
+    y: &Q8Rows,
+    row0: usize,
+    out: &mut [f32],
+) -> bool {
+    dot_group_at(Level::Vnni, w, group, y, row0, out)
+}
+
+impl Level {
+    fn min_with(self, other: Level) -> Level {
+        let rank = |l: Level| match l {
+            Level::Portable => 0,
+            Level::Avx2 => 1,
+            Level::Vnni => 2,
+        };
+        if rank(self) <= rank(other) {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// Checks every index the kernels use.
+fn check(w: &Q8_0Matrix, group: usize, y: &Q8Rows, row0: usize, tile: usize) {
+    let blocks = w.blocks();
+    assert!((group + 1) * blocks <= w.qs.len() && w.d.len() == w.qs.len());
+    assert!(y.blocks == blocks && (row0 + tile) * blocks <= y.qs.len());
+    assert!(y.d.len() == y.qs.len() && y.sum.len() == y.qs.len());
+}
+
+/// Four activation bytes (`4k..4k + 4` of block `yi`) in every 32-bit lane.
+///
+/// # Safety
+/// AVX2; `yi` must index `y.qs` and `k < 8`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn broadcast_run(y: &Q8Rows, yi: usize, k: usize) -> __m256i {
+    let run = y.qs.as_ptr().add(yi).cast::<i32>().add(k).read_unaligned();
+    _mm256_set1_epi32(run)
+}
+
+/// `acc += (dw * dy) * sumi`, lane by lane, one rounding per step as `mul_add`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn scale_add(acc: __m256, dw: __m256, dy: f32, sumi: __m256i) -> __m256 {
+    let d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA; `out` holds `R * ROWS` values.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<const R: usize>(
+    w: &Q8_0Matrix,
+    group: usize,
+    y: &Q8Rows,
+    row0: usize,
+    out: &mut [f32],
+) {
+    check(w, group, y, row0, R);
+    assert!(out.len() >= R * ROWS);
+    let blocks = w.blocks();
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..blocks {
+        let at = group * blocks + b;
+        let runs = w.qs.as_ptr().add(at).cast::<__m256i>();
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for k in 0..QK / 4 {
+            let x = _mm256_loadu_si256(runs.add(k));
+            // |-128| wraps to 128 as an unsigned byte: still right.
+            let ax = _mm256_abs_epi8(x);
+            for (r, s) in sumi.iter_mut().enumerate() {
+                let sy = _mm256_sign_epi8(broadcast_run(y, (row0 + r) * blocks + b, k), x);
+                // Pairs are at most 2 * 128 * 127, within i16.
+                let pairs = _mm256_maddubs_epi16(ax, sy);
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        let dw = _mm256_loadu_ps(w.d.as_ptr().add(at).cast());
+        for (r, (a, s)) in acc.iter_mut().zip(sumi).enumerate() {
+            *a = scale_add(*a, dw, y.d[(row0 + r) * blocks + b][0], s);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.as_mut_ptr().add(r * ROWS), *a);
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA, AVX-512 VNNI and AVX-512 VL; `out` holds
+/// `R * ROWS` values.
+#[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+unsafe fn vnni<const R: usize>(
+    w: &Q8_0Matrix,
+    group: usize,
+    y: &Q8Rows,
+    row0: usize,
+    out: &mut [f32],
+) {
+    check(w, group, y, row0, R);
+    assert!(out.len() >= R * ROWS);
+    let blocks = w.blocks();
+    let flip = _mm256_set1_epi8(i8::MIN);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..blocks {
+        let at = group * blocks + b;
+        let runs = w.qs.as_ptr().add(at).cast::<__m256i>();
+        // Two chains per row (even and odd runs): one chain of eight
+        // dependent `vpdpbusd` per block would wait on its latency.
+        let mut sumi = [[_mm256_setzero_si256(); 2]; R];
+        for k in 0..QK / 4 {
+            // w + 128 as an unsigned byte.
+            let xu = _mm256_xor_si256(_mm256_loadu_si256(runs.add(k)), flip);
+            for (r, s) in sumi.iter_mut().enumerate() {
+                let run = broadcast_run(y, (row0 + r) * blocks + b, k);
+                s[k % 2] = _mm256_dpbusd_epi32(s[k % 2], xu, run);
+            }
+        }
+        let dw = _mm256_loadu_ps(w.d.as_ptr().add(at).cast());
+        for (r, (a, [even, odd])) in acc.iter_mut().zip(sumi).enumerate() {
+            let yi = (row0 + r) * blocks + b;
+            let s = _mm256_add_epi32(even, odd);
+            let s = _mm256_sub_epi32(s, _mm256_set1_epi32(128 * y.sum[yi]));
+            *a = scale_add(*a, dw, y.d[yi][0], s);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.as_mut_ptr().add(r * ROWS), *a);
+    }
+}
+
+const _: () = assert!(QK == 32 && ROWS == 8);
