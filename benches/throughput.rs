@@ -2,6 +2,7 @@
 //! batching, next to one request alone on the same engine settings.
 //!
 //! `cargo bench --bench throughput -- [requests=64] [prompt=128] [output=128]`
+//! (`TESSERA_KV_CACHE_DTYPE=f16` for an f16 KV cache)
 //! Reports output tokens/s, p50/p99 time per output token (per request, after
 //! its first token), and the scheduler's share of step time (time outside the
 //! model forward).
@@ -17,6 +18,7 @@ use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
 use tessera_engine::request::{Priority, Request};
 use tessera_engine::sampling::SamplingParams;
 use tessera_model::backend::cpu::CpuBackend;
+use tessera_model::backend::KvCacheDtype;
 use tessera_model::loader::{load_bundle, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 
@@ -39,9 +41,10 @@ fn main() -> anyhow::Result<()> {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let (engine, vocab) = start(&model, requests)?;
     println!(
-        "model {} | {requests} requests, prompt {prompt_len}, output {output_len}, ignore_eos, greedy | threads {}",
+        "model {} | {requests} requests, prompt {prompt_len}, output {output_len}, ignore_eos, greedy | threads {} | KV {}",
         model.display(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        kv_dtype()?
     );
 
     let single = run(&engine, 1, prompt_len, output_len, vocab, 1)?;
@@ -84,6 +87,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `TESSERA_KV_CACHE_DTYPE` (f32 or f16), as `tessera serve` reads it.
+fn kv_dtype() -> anyhow::Result<KvCacheDtype> {
+    match std::env::var("TESSERA_KV_CACHE_DTYPE") {
+        Ok(v) => v.parse().map_err(anyhow::Error::msg),
+        Err(_) => Ok(KvCacheDtype::default()),
+    }
+}
+
 fn start(model: &Path, max_seqs: usize) -> anyhow::Result<(EngineHandle, usize)> {
     let backend = CpuBackend::new();
     let bundle = load_bundle(&backend, &ModelSource::detect(model)?, Some(2048))?;
@@ -95,6 +106,7 @@ fn start(model: &Path, max_seqs: usize) -> anyhow::Result<(EngineHandle, usize)>
             block_size: 16,
             num_blocks: 4096,
             max_model_len: 2048,
+            kv_dtype: kv_dtype()?,
         },
     )?;
     let eos = bundle.tokenizer.eos_token_ids().to_vec();

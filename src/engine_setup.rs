@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
 use tessera_model::backend::cpu::CpuBackend;
+use tessera_model::backend::KvCacheDtype;
 use tessera_model::chat::ChatTemplate;
 use tessera_model::config::ModelConfig;
 use tessera_model::loader::{load_bundle, ModelSource};
@@ -35,6 +36,10 @@ pub struct EngineArgs {
     /// available memory, at most what max-num-seqs full-length sequences need].
     #[arg(long, env = "TESSERA_KV_CACHE_MEMORY", value_parser = parse_bytes)]
     pub kv_cache_memory: Option<u64>,
+    /// How K and V are stored: f32 (exact) or f16 (half the memory and the
+    /// attention's memory traffic, at a rounding of every cached value).
+    #[arg(long, env = "TESSERA_KV_CACHE_DTYPE", default_value_t = KvCacheDtype::F32)]
+    pub kv_cache_dtype: KvCacheDtype,
     /// Most new tokens computed per step.
     #[arg(long, env = "TESSERA_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
     pub max_num_batched_tokens: usize,
@@ -97,7 +102,7 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
         .with_context(|| format!("loading {}", path.display()))?;
     let config = bundle.model.config.clone();
     let max_len = config.max_position_embeddings;
-    let per_token = kv_bytes_per_token(&config);
+    let per_token = kv_bytes_per_token(&config, args.kv_cache_dtype);
     let budget = match args.kv_cache_memory {
         Some(bytes) => bytes,
         None => default_kv_budget(per_token, max_len, args.max_num_seqs),
@@ -117,15 +122,17 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
             block_size: BLOCK_SIZE,
             num_blocks,
             max_model_len: max_len,
+            kv_dtype: args.kv_cache_dtype,
         },
     )?;
     let tokenizer = Arc::new(bundle.tokenizer);
     eprintln!(
-        "tessera: loaded {} in {:.2}s; KV cache {num_blocks} blocks x {BLOCK_SIZE} = {} tokens ({:.1} MiB); context {max_len}; {} compute threads",
+        "tessera: loaded {} in {:.2}s; KV cache {num_blocks} blocks x {BLOCK_SIZE} = {} tokens ({:.1} MiB, {}); context {max_len}; {} compute threads",
         path.display(),
         load_start.elapsed().as_secs_f64(),
         num_blocks * BLOCK_SIZE,
         (num_blocks * BLOCK_SIZE) as f64 * per_token as f64 / (1024.0 * 1024.0),
+        args.kv_cache_dtype,
         rayon::current_num_threads(),
     );
     let engine = spawn(
@@ -150,9 +157,9 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
     })
 }
 
-/// Bytes of K and V for one token over all layers (f32 on the CPU).
-fn kv_bytes_per_token(c: &ModelConfig) -> u64 {
-    (2 * c.num_layers * c.num_kv_heads * c.head_dim * std::mem::size_of::<f32>()) as u64
+/// Bytes of K and V for one token over all layers.
+fn kv_bytes_per_token(c: &ModelConfig, dtype: KvCacheDtype) -> u64 {
+    (2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype.bytes()) as u64
 }
 
 /// A quarter of available memory, but no more than `max_seqs` full-length

@@ -9,6 +9,7 @@ use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
 use tessera_engine::request::{Priority, Request};
 use tessera_engine::sampling::SamplingParams;
 use tessera_model::backend::cpu::CpuBackend;
+use tessera_model::backend::KvCacheDtype;
 use tessera_model::loader::{load_bundle, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 use tessera_model::tokenizer::Tokenizer;
@@ -35,6 +36,7 @@ fn start_engine(num_blocks: usize, budget: usize) -> (EngineHandle, Arc<Tokenize
             block_size: 16,
             num_blocks,
             max_model_len: 1024,
+            kv_dtype: KvCacheDtype::default(),
         },
     )
     .expect("runner");

@@ -37,6 +37,7 @@ pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
         ),
         max_model_len: Some(2048),
         kv_cache_memory: Some(engine_setup::parse_bytes(kv).expect("size")),
+        kv_cache_dtype: Default::default(),
         max_num_batched_tokens: 512,
         max_num_seqs: 64,
         no_prefix_caching: false,

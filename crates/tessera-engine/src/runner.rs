@@ -21,6 +21,11 @@ impl Logits {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.vocab_size..(i + 1) * self.vocab_size]
     }
+
+    /// The logits of row `i`, for a sampler that edits them in place.
+    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        &mut self.data[i * self.vocab_size..(i + 1) * self.vocab_size]
+    }
 }
 
 /// A model bound to a device and a KV pool.

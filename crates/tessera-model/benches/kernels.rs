@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use tessera_model::backend::cpu::{CpuBackend, CpuKvCache, CpuLinear, CpuTensor};
-use tessera_model::backend::{AttentionShape, Backend, KvCacheShape, RopeTable};
+use tessera_model::backend::{AttentionShape, Backend, KvCacheDtype, KvCacheShape, RopeTable};
 use tessera_model::batch::{FlatBatch, SeqMeta};
 use tessera_model::config::RopeStyle;
 use tessera_model::weights::HostMatrix;
@@ -149,7 +149,11 @@ fn attention(c: &mut Criterion) {
     let shape = attention_shape();
     let qkv_width = (HEADS + 2 * KV_HEADS) * HEAD_DIM;
     let mut group = c.benchmark_group("attention");
-    for (name, seqs, context, query) in [("decode 64x", 64, 192, 1), ("prefill", 1, 128, 128)] {
+    let cases = [("decode 64x", 64, 192, 1), ("prefill", 1, 128, 128)];
+    for ((name, seqs, context, query), dtype) in cases
+        .into_iter()
+        .flat_map(|c| [(c, KvCacheDtype::F16), (c, KvCacheDtype::F32)])
+    {
         let flat = batch(seqs, context, query);
         let num_blocks = seqs * context.div_ceil(BLOCK);
         let mut cache = CpuKvCache::new(KvCacheShape {
@@ -158,6 +162,7 @@ fn attention(c: &mut Criterion) {
             block_size: BLOCK,
             num_kv_heads: KV_HEADS,
             head_dim: HEAD_DIM,
+            dtype,
         })
         .expect("cache");
         // Fill every slot the batch attends to.
@@ -168,7 +173,7 @@ fn attention(c: &mut Criterion) {
             .expect("cache write");
         let qkv = random_tensor(&mut rng, flat.num_tokens(), qkv_width);
         group.throughput(Throughput::Elements(flat.num_tokens() as u64));
-        group.bench_function(BenchmarkId::new(name, context), |b| {
+        group.bench_function(BenchmarkId::new(format!("{name} {dtype}"), context), |b| {
             b.iter(|| cache.attention(0, &qkv, &shape, &flat).expect("attention"))
         });
     }
@@ -206,6 +211,7 @@ fn elementwise(c: &mut Criterion) {
         block_size: BLOCK,
         num_kv_heads: KV_HEADS,
         head_dim: HEAD_DIM,
+        dtype: KvCacheDtype::F16,
     })
     .expect("cache");
     let positions = 256;

@@ -3,7 +3,7 @@
 
 use tessera_engine::{Batch, Logits, Runner};
 
-use crate::backend::{Backend, KvCacheShape};
+use crate::backend::{Backend, KvCacheDtype, KvCacheShape};
 use crate::batch::FlatBatch;
 use crate::error::{ModelError, Result};
 use crate::llama::LlamaModel;
@@ -15,6 +15,8 @@ pub struct CacheConfig {
     pub num_blocks: usize,
     /// Longest sequence (prompt plus output) accepted; at most the model's context.
     pub max_model_len: usize,
+    /// How K and V values are stored.
+    pub kv_dtype: KvCacheDtype,
 }
 
 /// Runs batches of a [`LlamaModel`] on a backend over a paged KV cache.
@@ -40,6 +42,7 @@ impl<B: Backend> ModelRunner<B> {
             block_size: cache_config.block_size,
             num_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
+            dtype: cache_config.kv_dtype,
         })?;
         Ok(Self {
             backend,
@@ -77,7 +80,7 @@ impl<B: Backend> ModelRunner<B> {
         let logits = backend.install(|| model.forward(backend, cache, batch))?;
         Ok(Logits {
             vocab_size: vocab,
-            data: self.backend.to_host(&logits)?,
+            data: self.backend.into_host(logits)?,
         })
     }
 }

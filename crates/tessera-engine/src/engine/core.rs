@@ -181,12 +181,12 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         let result = self.runner.execute(&batch);
         let forward = forward_start.elapsed();
         match result {
-            Ok(logits) => {
+            Ok(mut logits) => {
                 let mut row = 0;
                 for (p, chunk) in plan.iter().zip(&batch.chunks) {
                     self.scheduler.mark_computed(p.seq, p.num_tokens);
                     if chunk.wants_logits && row < logits.rows() {
-                        self.on_logits(p.seq, logits.row(row));
+                        self.on_logits(p.seq, logits.row_mut(row));
                         row += 1;
                     }
                 }
@@ -242,16 +242,17 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
     }
 
     /// Samples the next token of `seq` and sends what it produced.
-    fn on_logits(&mut self, seq_id: SeqId, logits: &[f32]) {
+    ///
+    /// The sampler's logit processors edit `logits` in place and restore it.
+    fn on_logits(&mut self, seq_id: SeqId, logits: &mut [f32]) {
         let Some(seq) = self.scheduler.get(seq_id) else {
             return;
         };
         let Some(sample) = self.samples.get_mut(&seq_id) else {
             return;
         };
-        let mut scratch = logits.to_vec();
         let sampled = sample.sampler.sample(
-            &mut scratch,
+            logits,
             &seq.tokens[..seq.prompt_len],
             seq.output(),
             &self.config.eos_token_ids,

@@ -40,16 +40,26 @@ pub(crate) enum Kept {
 /// Index of the largest logit, lowest id on ties, NaN skipped; `None` when
 /// every logit is -inf or NaN. A single pass.
 pub(crate) fn argmax(logits: &[f32]) -> Option<u32> {
-    let mut best = f32::NEG_INFINITY;
-    let mut index = None;
-    for (i, &x) in logits.iter().enumerate() {
-        // Strict `>` keeps the first of equal maxima and never picks NaN.
-        if x > best {
-            best = x;
-            index = Some(i as u32);
+    // Two passes the compiler vectorizes (a running index does not): the
+    // largest value, then its first position. `f32::max` skips NaN, so NaN is
+    // never chosen, and an all -inf/NaN row has no maximum above -inf.
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(x);
         }
     }
-    index
+    let best = lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    if best == f32::NEG_INFINITY {
+        return None;
+    }
+    logits.iter().position(|&x| x == best).map(|i| i as u32)
 }
 
 /// Descending by value, then ascending by id: a total order (values are never

@@ -1,5 +1,7 @@
 //! Tests of the selection filters on hand-computed examples.
 
+use proptest::strategy::Strategy;
+
 use super::*;
 
 fn filters(top_k: usize, top_p: f32, min_p: f32) -> Filters {
@@ -28,6 +30,34 @@ fn argmax_ties_to_lowest_and_skips_nan() {
     assert_eq!(argmax(&[f32::NAN, -1.0, f32::NAN, -1.0]), Some(1));
     assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NAN]), None);
     assert_eq!(argmax(&[]), None);
+}
+
+proptest::proptest! {
+    /// The two-pass argmax equals the textbook one-pass scan (first strict
+    /// maximum, NaN never chosen) on rows of any length with ties, NaN and
+    /// infinities.
+    #[test]
+    fn argmax_equals_a_sequential_scan(
+        row in proptest::collection::vec(
+            proptest::prop_oneof![
+                4 => (-3i32..3).prop_map(|v| v as f32),
+                1 => proptest::strategy::Just(f32::NAN),
+                1 => proptest::strategy::Just(f32::NEG_INFINITY),
+                1 => proptest::strategy::Just(f32::INFINITY),
+            ],
+            0..80,
+        )
+    ) {
+        let mut best = f32::NEG_INFINITY;
+        let mut want = None;
+        for (i, &x) in row.iter().enumerate() {
+            if x > best {
+                best = x;
+                want = Some(i as u32);
+            }
+        }
+        proptest::prop_assert_eq!(argmax(&row), want);
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tessera_engine::{Batch, SequenceChunk};
 use tessera_model::backend::cpu::CpuBackend;
+use tessera_model::backend::KvCacheDtype;
 use tessera_model::loader::{load_llama, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 
@@ -38,6 +39,15 @@ pub fn fixture_lines(name: &str) -> Vec<serde_json::Value> {
 
 /// A CPU runner over the model at `path` with a pool of `num_blocks` blocks of 16.
 pub fn cpu_runner(path: &Path, num_blocks: usize) -> ModelRunner<CpuBackend> {
+    cpu_runner_with(path, num_blocks, KvCacheDtype::default())
+}
+
+/// [`cpu_runner`] with K and V stored as `kv_dtype`.
+pub fn cpu_runner_with(
+    path: &Path,
+    num_blocks: usize,
+    kv_dtype: KvCacheDtype,
+) -> ModelRunner<CpuBackend> {
     let backend = CpuBackend::new();
     let source = ModelSource::detect(path).expect("model source");
     let model = load_llama(&backend, &source, Some(4096)).expect("model loads");
@@ -48,6 +58,7 @@ pub fn cpu_runner(path: &Path, num_blocks: usize) -> ModelRunner<CpuBackend> {
             block_size: 16,
             num_blocks,
             max_model_len: 4096,
+            kv_dtype,
         },
     )
     .expect("runner")

@@ -218,4 +218,8 @@ impl Backend for CpuBackend {
     fn to_host(&self, x: &CpuTensor) -> Result<Vec<f32>> {
         Ok(x.data.clone())
     }
+
+    fn into_host(&self, x: CpuTensor) -> Result<Vec<f32>> {
+        Ok(x.data)
+    }
 }

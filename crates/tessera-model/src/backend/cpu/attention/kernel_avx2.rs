@@ -8,20 +8,24 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::kernel::{softmax, HeadGroup};
+use super::kernel::{softmax, HeadGroup, KvValue};
 
-/// Whether this CPU has AVX2 and FMA (checked once).
+/// Whether this CPU has AVX2, FMA and F16C (checked once).
 pub(super) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *AVAILABLE.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
 }
 
 /// Runs the kernel if it supports the head size; false if it does not.
-pub(super) fn attend(g: &HeadGroup, scores: &mut Vec<f32>, out: &mut [f32]) -> bool {
+pub(super) fn attend<T: KvValue>(g: &HeadGroup<T>, scores: &mut Vec<f32>, out: &mut [f32]) -> bool {
     // SAFETY (both): `available()` was checked by the caller.
     match g.head_dim {
-        64 => unsafe { attend_fixed::<8>(g, scores, out) },
-        128 => unsafe { attend_fixed::<16>(g, scores, out) },
+        64 => unsafe { attend_fixed::<8, T>(g, scores, out) },
+        128 => unsafe { attend_fixed::<16, T>(g, scores, out) },
         _ => return false,
     }
     true
@@ -30,9 +34,13 @@ pub(super) fn attend(g: &HeadGroup, scores: &mut Vec<f32>, out: &mut [f32]) -> b
 /// `C` is the head size in 8-float vectors.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_fixed<const C: usize>(g: &HeadGroup, scores: &mut Vec<f32>, out: &mut [f32]) {
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attend_fixed<const C: usize, T: KvValue>(
+    g: &HeadGroup<T>,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let d = 8 * C;
     let heads = g.q.len() / d;
     let n = g.rows.len();
@@ -47,21 +55,15 @@ unsafe fn attend_fixed<const C: usize>(g: &HeadGroup, scores: &mut Vec<f32>, out
     scores.resize(heads * n, 0.0);
     let q = g.q.as_ptr();
     for (j, &r) in g.rows.iter().enumerate() {
-        let k = g.k_pool.as_ptr().add(r);
+        // Widened once, used by every head of the group.
+        let k_ptr = g.k_pool.as_ptr().add(r);
+        let k: [__m256; C] = std::array::from_fn(|c| T::load8(k_ptr.add(8 * c)));
         for h in 0..heads {
             let qh = q.add(h * d);
             let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             for c in (0..C).step_by(2) {
-                a0 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(qh.add(8 * c)),
-                    _mm256_loadu_ps(k.add(8 * c)),
-                    a0,
-                );
-                a1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(qh.add(8 * c + 8)),
-                    _mm256_loadu_ps(k.add(8 * c + 8)),
-                    a1,
-                );
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8 * c)), k[c], a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh.add(8 * c + 8)), k[c + 1], a1);
             }
             scores[h * n + j] = horizontal_sum(_mm256_add_ps(a0, a1)) * g.scale;
         }
@@ -74,7 +76,7 @@ unsafe fn attend_fixed<const C: usize>(g: &HeadGroup, scores: &mut Vec<f32>, out
             let v = g.v_pool.as_ptr().add(r);
             let w = _mm256_set1_ps(w);
             for (c, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(v.add(8 * c)), *a);
+                *a = _mm256_fmadd_ps(w, T::load8(v.add(8 * c)), *a);
             }
         }
         for (c, a) in acc.iter().enumerate() {

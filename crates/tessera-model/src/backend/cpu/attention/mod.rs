@@ -3,15 +3,18 @@
 //! Each layer's K and V pools are laid out `[slot][kv_head][head_dim]`, a slot
 //! being `block * block_size + offset`. Attention walks a sequence's block table
 //! position by position, so prefill, chunked prefill and decode are one code path.
+//! Values are stored as f16 or f32 ([`KvCacheDtype`]) and widened as they are read.
 
 use rayon::prelude::*;
 
-use crate::backend::{AttentionShape, KvCacheShape};
+use half::f16;
+
+use crate::backend::{AttentionShape, KvCacheDtype, KvCacheShape};
 use crate::batch::FlatBatch;
 use crate::error::{ModelError, Result};
 
 use super::CpuTensor;
-use kernel::HeadGroup;
+use kernel::{HeadGroup, KvValue};
 
 mod kernel;
 #[cfg(target_arch = "x86_64")]
@@ -19,11 +22,31 @@ mod kernel_avx2;
 #[cfg(test)]
 mod tests;
 
-/// K and V pools of every layer.
+/// K and V pools of every layer, in the configured value type.
 pub struct CpuKvCache {
     shape: KvCacheShape,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    pools: Pools,
+}
+
+enum Pools {
+    F16(LayerPools<f16>),
+    F32(LayerPools<f32>),
+}
+
+/// Per layer, the K pool and the V pool.
+struct LayerPools<T> {
+    k: Vec<Vec<T>>,
+    v: Vec<Vec<T>>,
+}
+
+impl<T: KvValue> LayerPools<T> {
+    fn new(layers: usize, per_layer: usize) -> Self {
+        let layer = || vec![T::default(); per_layer];
+        Self {
+            k: (0..layers).map(|_| layer()).collect(),
+            v: (0..layers).map(|_| layer()).collect(),
+        }
+    }
 }
 
 impl CpuKvCache {
@@ -34,22 +57,16 @@ impl CpuKvCache {
             .checked_mul(shape.block_size)
             .and_then(|n| n.checked_mul(shape.num_kv_heads * shape.head_dim))
             .ok_or_else(|| ModelError::Backend(format!("KV cache {shape:?} is too large")))?;
-        let layer = || vec![0f32; per_layer];
-        Ok(Self {
-            shape,
-            k: (0..shape.num_layers).map(|_| layer()).collect(),
-            v: (0..shape.num_layers).map(|_| layer()).collect(),
-        })
+        let pools = match shape.dtype {
+            KvCacheDtype::F16 => Pools::F16(LayerPools::new(shape.num_layers, per_layer)),
+            KvCacheDtype::F32 => Pools::F32(LayerPools::new(shape.num_layers, per_layer)),
+        };
+        Ok(Self { shape, pools })
     }
 
     /// The pool geometry.
     pub fn shape(&self) -> KvCacheShape {
         self.shape
-    }
-
-    /// Floats in one slot (all KV heads of one token).
-    fn slot_width(&self) -> usize {
-        self.shape.num_kv_heads * self.shape.head_dim
     }
 
     /// Writes each new token's K and V (taken from the fused Q|K|V rows) into its slot.
@@ -60,22 +77,25 @@ impl CpuKvCache {
         shape: &AttentionShape,
         slot_mapping: &[u32],
     ) -> Result<()> {
-        let width = self.slot_width();
-        let k_start = shape.num_heads * shape.head_dim;
-        let num_slots = self.shape.num_blocks * self.shape.block_size;
-        let (k_pool, v_pool) = (&mut self.k[layer], &mut self.v[layer]);
-        for (row, &slot) in qkv.data.chunks(qkv.cols).zip(slot_mapping) {
-            let slot = slot as usize;
-            if slot >= num_slots {
-                return Err(ModelError::InvalidBatch(format!(
-                    "KV slot {slot} outside the pool of {num_slots}"
-                )));
-            }
-            let dst = slot * width..(slot + 1) * width;
-            k_pool[dst.clone()].copy_from_slice(&row[k_start..k_start + width]);
-            v_pool[dst].copy_from_slice(&row[k_start + width..k_start + 2 * width]);
+        let pool = self.shape;
+        match &mut self.pools {
+            Pools::F16(p) => write(
+                &pool,
+                &mut p.k[layer],
+                &mut p.v[layer],
+                qkv,
+                shape,
+                slot_mapping,
+            ),
+            Pools::F32(p) => write(
+                &pool,
+                &mut p.k[layer],
+                &mut p.v[layer],
+                qkv,
+                shape,
+                slot_mapping,
+            ),
         }
-        Ok(())
     }
 
     /// Causal attention of every new token of `batch` over its sequence's cache.
@@ -86,53 +106,103 @@ impl CpuKvCache {
         shape: &AttentionShape,
         batch: &FlatBatch,
     ) -> Result<CpuTensor> {
-        let d = shape.head_dim;
-        let h = shape.num_heads;
-        let group = h / shape.num_kv_heads;
-        let width = self.slot_width();
-        let bs = self.shape.block_size;
-        let (k_pool, v_pool) = (&self.k[layer], &self.v[layer]);
-
-        // token index -> (sequence, position)
-        let mut token_seq = Vec::with_capacity(batch.num_tokens());
-        for (s, meta) in batch.seqs.iter().enumerate() {
-            for j in 0..meta.query_len {
-                let pos = meta.context_len - meta.query_len + j;
-                token_seq.push((s, pos));
-            }
-        }
-
-        let mut out = vec![0f32; batch.num_tokens() * h * d];
-        // One work item per (token, KV head): its query heads share each K
-        // and V row the kernel reads. Each head is computed start to end by
-        // one thread in position order, so results never depend on the batch.
-        out.par_chunks_mut(group * d).enumerate().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(rows, scores), (item, heads_out)| {
-                let (t, kv_head) = (item / shape.num_kv_heads, item % shape.num_kv_heads);
-                let (s, pos) = token_seq[t];
-                let table = &batch.seqs[s].block_table;
-                let first = match shape.sliding_window {
-                    Some(w) => (pos + 1).saturating_sub(w),
-                    None => 0,
-                };
-                rows.clear();
-                rows.extend(
-                    (first..=pos)
-                        .map(|j| (table[j / bs] as usize * bs + j % bs) * width + kv_head * d),
-                );
-                let q0 = t * qkv.cols + kv_head * group * d;
-                let heads = HeadGroup {
-                    q: &qkv.data[q0..q0 + group * d],
-                    rows,
-                    k_pool,
-                    v_pool,
-                    head_dim: d,
-                    scale: shape.scale,
-                };
-                kernel::attend(&heads, scores, heads_out);
-            },
-        );
-        Ok(CpuTensor::new(out, batch.num_tokens(), h * d))
+        Ok(match &self.pools {
+            Pools::F16(p) => attention(&self.shape, &p.k[layer], &p.v[layer], qkv, shape, batch),
+            Pools::F32(p) => attention(&self.shape, &p.k[layer], &p.v[layer], qkv, shape, batch),
+        })
     }
+}
+
+/// Floats in one slot (all KV heads of one token).
+fn slot_width(pool: &KvCacheShape) -> usize {
+    pool.num_kv_heads * pool.head_dim
+}
+
+fn write<T: KvValue>(
+    pool: &KvCacheShape,
+    k_pool: &mut [T],
+    v_pool: &mut [T],
+    qkv: &CpuTensor,
+    shape: &AttentionShape,
+    slot_mapping: &[u32],
+) -> Result<()> {
+    let width = slot_width(pool);
+    let k_start = shape.num_heads * shape.head_dim;
+    let num_slots = pool.num_blocks * pool.block_size;
+    for (row, &slot) in qkv.data.chunks(qkv.cols).zip(slot_mapping) {
+        let slot = slot as usize;
+        if slot >= num_slots {
+            return Err(ModelError::InvalidBatch(format!(
+                "KV slot {slot} outside the pool of {num_slots}"
+            )));
+        }
+        let dst = slot * width..(slot + 1) * width;
+        let (k, v) = (
+            &row[k_start..k_start + width],
+            &row[k_start + width..k_start + 2 * width],
+        );
+        for (d, &x) in k_pool[dst.clone()].iter_mut().zip(k) {
+            *d = T::from_f32(x);
+        }
+        for (d, &x) in v_pool[dst].iter_mut().zip(v) {
+            *d = T::from_f32(x);
+        }
+    }
+    Ok(())
+}
+
+fn attention<T: KvValue>(
+    pool: &KvCacheShape,
+    k_pool: &[T],
+    v_pool: &[T],
+    qkv: &CpuTensor,
+    shape: &AttentionShape,
+    batch: &FlatBatch,
+) -> CpuTensor {
+    let d = shape.head_dim;
+    let h = shape.num_heads;
+    let group = h / shape.num_kv_heads;
+    let width = slot_width(pool);
+    let bs = pool.block_size;
+
+    // token index -> (sequence, position)
+    let mut token_seq = Vec::with_capacity(batch.num_tokens());
+    for (s, meta) in batch.seqs.iter().enumerate() {
+        for j in 0..meta.query_len {
+            let pos = meta.context_len - meta.query_len + j;
+            token_seq.push((s, pos));
+        }
+    }
+
+    let mut out = vec![0f32; batch.num_tokens() * h * d];
+    // One work item per (token, KV head): its query heads share each K
+    // and V row the kernel reads. Each head is computed start to end by
+    // one thread in position order, so results never depend on the batch.
+    out.par_chunks_mut(group * d).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(rows, scores), (item, heads_out)| {
+            let (t, kv_head) = (item / shape.num_kv_heads, item % shape.num_kv_heads);
+            let (s, pos) = token_seq[t];
+            let table = &batch.seqs[s].block_table;
+            let first = match shape.sliding_window {
+                Some(w) => (pos + 1).saturating_sub(w),
+                None => 0,
+            };
+            rows.clear();
+            rows.extend(
+                (first..=pos).map(|j| (table[j / bs] as usize * bs + j % bs) * width + kv_head * d),
+            );
+            let q0 = t * qkv.cols + kv_head * group * d;
+            let heads = HeadGroup {
+                q: &qkv.data[q0..q0 + group * d],
+                rows,
+                k_pool,
+                v_pool,
+                head_dim: d,
+                scale: shape.scale,
+            };
+            kernel::attend(&heads, scores, heads_out);
+        },
+    );
+    CpuTensor::new(out, batch.num_tokens(), h * d)
 }

@@ -2,10 +2,12 @@
 
 use proptest::prelude::*;
 
-use super::kernel::{attend, attend_portable, HeadGroup};
+use half::f16;
 
-/// Attention in f64, the textbook way.
-fn reference(g: &HeadGroup) -> Vec<f64> {
+use super::kernel::{attend, attend_portable, HeadGroup, KvValue};
+
+/// Attention in f64, the textbook way, on the stored values.
+fn reference<T: KvValue>(g: &HeadGroup<T>) -> Vec<f64> {
     let d = g.head_dim;
     let mut out = Vec::new();
     for q in g.q.chunks(d) {
@@ -16,7 +18,7 @@ fn reference(g: &HeadGroup) -> Vec<f64> {
                 let k = &g.k_pool[r..r + d];
                 q.iter()
                     .zip(k)
-                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b.to_f32()))
                     .sum::<f64>()
                     * f64::from(g.scale)
             })
@@ -29,7 +31,7 @@ fn reference(g: &HeadGroup) -> Vec<f64> {
                 g.rows
                     .iter()
                     .zip(&exps)
-                    .map(|(&r, e)| e / denom * f64::from(g.v_pool[r + i]))
+                    .map(|(&r, e)| e / denom * f64::from(g.v_pool[r + i].to_f32()))
                     .sum(),
             );
         }
@@ -72,20 +74,37 @@ proptest! {
         // Distinct slots in a scrambled order, as a block table gives them.
         let rows: Vec<usize> = (0..keys).map(|j| (j * 37 + seed as usize % 13) % slots * head_dim).collect();
         let g = HeadGroup { q: &q, rows: &rows, k_pool: &k_pool, v_pool: &v_pool, head_dim, scale: 0.125 };
-        let want = reference(&g);
-        let mut scores = Vec::new();
-        for portable in [true, false] {
-            let mut out = vec![f32::NAN; heads * head_dim];
-            if portable {
-                attend_portable(&g, &mut scores, &mut out);
-            } else {
-                attend(&g, &mut scores, &mut out);
-            }
-            for (i, (&o, &w)) in out.iter().zip(&want).enumerate() {
-                prop_assert!((f64::from(o) - w).abs() < 1e-5, "portable {portable}: out[{i}] = {o}, want {w}");
-            }
+        check_kernels(&g)?;
+        // The same keys and values stored as f16.
+        let (k16, v16) = (to_f16(&k_pool), to_f16(&v_pool));
+        let g = HeadGroup { q: &q, rows: &rows, k_pool: &k16, v_pool: &v16, head_dim, scale: 0.125 };
+        check_kernels(&g)?;
+    }
+}
+
+fn to_f16(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+/// Both kernels against the reference on the values as stored.
+fn check_kernels<T: KvValue>(g: &HeadGroup<T>) -> Result<(), TestCaseError> {
+    let want = reference(g);
+    let mut scores = Vec::new();
+    for portable in [true, false] {
+        let mut out = vec![f32::NAN; g.q.len()];
+        if portable {
+            attend_portable(g, &mut scores, &mut out);
+        } else {
+            attend(g, &mut scores, &mut out);
+        }
+        for (i, (&o, &w)) in out.iter().zip(&want).enumerate() {
+            prop_assert!(
+                (f64::from(o) - w).abs() < 1e-5,
+                "portable {portable}: out[{i}] = {o}, want {w}"
+            );
         }
     }
+    Ok(())
 }
 
 /// The same inputs give the same bits, whatever ran before on the scratch.
