@@ -80,7 +80,7 @@ impl<B: Backend> ModelRunner<B> {
         let logits = backend.install(|| model.forward(backend, cache, batch))?;
         Ok(Logits {
             vocab_size: vocab,
-            data: self.backend.into_host(logits)?,
+            data: self.backend.take_host(logits)?,
         })
     }
 }

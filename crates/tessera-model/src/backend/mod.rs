@@ -173,7 +173,7 @@ pub trait Backend: Send + Sync {
     fn to_host(&self, x: &Self::Tensor) -> Result<Vec<f32>>;
     /// Moves a tensor to the host, row-major (a host backend hands over its
     /// buffer instead of copying it).
-    fn into_host(&self, x: Self::Tensor) -> Result<Vec<f32>> {
+    fn take_host(&self, x: Self::Tensor) -> Result<Vec<f32>> {
         self.to_host(&x)
     }
 }

@@ -219,7 +219,7 @@ impl Backend for CpuBackend {
         Ok(x.data.clone())
     }
 
-    fn into_host(&self, x: CpuTensor) -> Result<Vec<f32>> {
+    fn take_host(&self, x: CpuTensor) -> Result<Vec<f32>> {
         Ok(x.data)
     }
 }
