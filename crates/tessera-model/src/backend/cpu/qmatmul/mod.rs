@@ -9,6 +9,10 @@
 //! activation row and weight row, so batching never changes a result.
 
 mod activations;
+mod nibbles;
+mod q4_0;
+#[cfg(target_arch = "x86_64")]
+mod q4_0_avx2;
 mod q4_1;
 #[cfg(target_arch = "x86_64")]
 mod q4_1_avx2;
@@ -16,6 +20,7 @@ mod q8_0;
 
 use rayon::prelude::*;
 
+pub use q4_0::Q4_0Matrix;
 pub use q4_1::Q4_1Matrix;
 pub use q8_0::Q8_0Matrix;
 
