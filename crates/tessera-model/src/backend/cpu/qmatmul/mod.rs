@@ -121,3 +121,7 @@ fn check_shape(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_kquant;
+#[cfg(test)]
+mod tests_speed;
