@@ -33,7 +33,9 @@ pub(super) struct Q4KBlock {
     /// `mins[h][lane][k]`: the min of sub-block `4h + k`, 0..64 (each lane's
     /// four side by side, as the kernel multiplies them with activation sums).
     pub mins: [[[u8; 4]; GROUP]; 2],
+    /// Per lane: the scales' scale.
     pub d: [f32; GROUP],
+    /// Per lane: the mins' scale.
     pub dmin: [f32; GROUP],
 }
 

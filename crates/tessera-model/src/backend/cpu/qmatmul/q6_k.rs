@@ -36,6 +36,7 @@ pub(super) struct Q6KBlock {
     pub qh: [[u8; 32]; CHUNKS],
     /// `scales[s][lane]`: sub-block `s`'s scale.
     pub scales: [[i8; GROUP]; SUBS],
+    /// Per lane: the scales' scale.
     pub d: [f32; GROUP],
 }
 

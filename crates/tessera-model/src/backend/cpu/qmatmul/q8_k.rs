@@ -70,6 +70,7 @@ pub(super) fn quantize(x: &[f32], m: usize, super_blocks: usize) -> Q8KRows {
 /// of largest magnitude (the first such) exactly -127, and the rest round
 /// half away from zero. `portable` forces the code without SIMD (for tests).
 pub(super) fn quantize_block(xs: &[f32], block: &mut Q8KBlock, portable: bool) {
+    debug_assert_eq!(xs.len(), QK_K);
     let chunks = || {
         xs.chunks_exact(QK)
             .map(|c| <&[f32; QK]>::try_from(c).expect("chunks_exact gives whole chunks"))

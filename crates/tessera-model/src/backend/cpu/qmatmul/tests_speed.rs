@@ -12,6 +12,9 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 
+/// `out = x @ W^T` for `m` rows of `x`.
+type Matmul = dyn Fn(&[f32], usize, &mut [f32]);
+
 /// Mean time of `f` over enough calls to fill about 0.3 s, after a warm-up.
 fn time(mut f: impl FnMut()) -> Duration {
     let start = Instant::now();
@@ -55,7 +58,7 @@ fn speed_against_candle() {
             let qmatmul =
                 QMatMul::from_qtensor(QTensor::new(storage, (rows, cols)).unwrap()).unwrap();
             let generic = dtype.from_data(Cow::Borrowed(&data));
-            let ours: Box<dyn Fn(&[f32], usize, &mut [f32])> = match dtype {
+            let ours: Box<Matmul> = match dtype {
                 GgmlDType::Q4_0 => {
                     let w = Q4_0Matrix::from_gguf_bytes(&data, rows, cols).unwrap();
                     Box::new(move |x, m, out| w.matmul_t(x, m, out))
