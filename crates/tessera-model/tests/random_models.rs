@@ -42,7 +42,8 @@ fn candle_quantized_llama(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
         .expect("candle forward")
 }
 
-fn gguf_case(dtype: GgmlDType, tied: bool) -> f32 {
+/// Max |tessera - candle| over the logits, and the logits' scale (max |candle|).
+fn gguf_case(dtype: GgmlDType, tied: bool) -> (f32, f32) {
     let dir = temp_dir(&format!("gguf-{dtype:?}-{tied}"));
     let path = dir.join("tiny.gguf");
     let tensors = random_tensors(TINY, 7, false);
@@ -56,7 +57,7 @@ fn gguf_case(dtype: GgmlDType, tied: bool) -> f32 {
         "{dtype:?} tied={tied}: max |tessera - candle| = {diff:.2e} (logit scale {scale:.2})"
     );
     let _ = std::fs::remove_dir_all(&dir);
-    diff
+    (diff, scale)
 }
 
 fn candle_llama(dir: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
@@ -166,13 +167,17 @@ fn gguf_every_storage_type_matches_candle() {
         GgmlDType::Q4K,
         GgmlDType::Q6K,
     ] {
-        let diff = gguf_case(dtype, false);
-        // Identical kernels give identical results (observed <= 8e-7). For Q4_0 and
-        // Q8_0, candle's x86 path (a repacked VNNI kernel when the CPU has one)
-        // rounds differently, and the 8-bit re-quantization of activations
-        // amplifies that (observed 1e-2 to 2e-2 on logits of scale ~1.8).
+        let (diff, _) = gguf_case(dtype, false);
+        // Identical kernels give identical results (observed <= 8e-7). For Q8_0,
+        // candle's x86 path (a repacked VNNI kernel when the CPU has one) rounds
+        // differently; our Q4_0, Q4_K and Q6_K kernels compute candle's integer
+        // dots on candle's 8-bit activations but do the float steps in another
+        // order. The 8-bit re-quantization of activations in the next layer
+        // can amplify a last-bit difference (observed 1e-2 to 2e-2 on logits
+        // of scale ~1.8 where it did; 2e-7 to 6e-7 for Q4_0, Q4_K, Q6_K on an
+        // AVX-512 machine without VNNI).
         let tol = match dtype {
-            GgmlDType::Q4_0 | GgmlDType::Q8_0 => 6e-2,
+            GgmlDType::Q4_0 | GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K => 6e-2,
             _ => 1e-5,
         };
         assert!(diff < tol, "{dtype:?}: {diff}");
@@ -181,6 +186,9 @@ fn gguf_every_storage_type_matches_candle() {
 
 #[test]
 fn gguf_tied_embeddings_match_candle() {
-    let diff = gguf_case(GgmlDType::Q4K, true);
-    assert!(diff < 1e-4, "{diff}");
+    // The tied head multiplies by the embeddings (values up to 1, not
+    // 1/sqrt(hidden)): logits of scale ~140, the same relative bound as above
+    // (observed 1.5e-5).
+    let (diff, scale) = gguf_case(GgmlDType::Q4K, true);
+    assert!(diff < 3e-2 * scale, "{diff} (logit scale {scale})");
 }

@@ -1,5 +1,6 @@
 //! Linear layers on the CPU: row-by-column dot products, by our kernels for
-//! Q4_1 and Q8_0 or by candle's quantized (and f32) matmuls for the other types.
+//! Q4_0, Q4_1, Q8_0, Q4_K and Q6_K or by candle's quantized (and f32) matmuls
+//! for the other types.
 //!
 //! Each output element is one dot product of an activation row with a weight row,
 //! whatever the batch size, so results are batch-invariant.
@@ -12,7 +13,7 @@ use candle_core::CpuStorage;
 use crate::error::{ModelError, Result};
 use crate::weights::HostMatrix;
 
-use super::qmatmul::{Q4_1Matrix, Q8_0Matrix};
+use super::qmatmul::{Q4KMatrix, Q4_0Matrix, Q4_1Matrix, Q6KMatrix, Q8_0Matrix};
 use super::CpuTensor;
 
 /// One weight matrix.
@@ -23,10 +24,16 @@ struct Part {
 
 /// Where a matrix's blocks live and which code multiplies them.
 enum Weights {
+    /// Our kernel (exact integer dots; candle's activations, its own float order).
+    Q4_0(Q4_0Matrix),
     /// Our kernel (same bits as candle's, batched better).
     Q4_1(Q4_1Matrix),
     /// Our kernel (same bits as candle's AVX2 path, batched better).
     Q8_0(Q8_0Matrix),
+    /// Our kernel (exact integer dots; candle's activations, its own float order).
+    Q4K(Q4KMatrix),
+    /// Our kernel (exact integer dots; candle's activations, its own float order).
+    Q6K(Q6KMatrix),
     /// Every other type, in candle's block storage.
     Candle(Box<dyn QuantizedType>),
 }
@@ -35,11 +42,20 @@ impl Weights {
     fn new(p: HostMatrix) -> Result<Self> {
         let named = |e: String| ModelError::Backend(format!("{}: {e}", p.name));
         Ok(match p.dtype {
+            GgmlDType::Q4_0 => {
+                Self::Q4_0(Q4_0Matrix::from_gguf_bytes(&p.data, p.rows, p.cols).map_err(named)?)
+            }
             GgmlDType::Q4_1 => {
                 Self::Q4_1(Q4_1Matrix::from_gguf_bytes(&p.data, p.rows, p.cols).map_err(named)?)
             }
             GgmlDType::Q8_0 => {
                 Self::Q8_0(Q8_0Matrix::from_gguf_bytes(&p.data, p.rows, p.cols).map_err(named)?)
+            }
+            GgmlDType::Q4K => {
+                Self::Q4K(Q4KMatrix::from_gguf_bytes(&p.data, p.rows, p.cols).map_err(named)?)
+            }
+            GgmlDType::Q6K => {
+                Self::Q6K(Q6KMatrix::from_gguf_bytes(&p.data, p.rows, p.cols).map_err(named)?)
             }
             _ => Self::Candle(p.dtype.from_data(Cow::Owned(p.data))),
         })
@@ -52,17 +68,20 @@ impl Weights {
         lhs: &[f32],
         dst: &mut [f32],
     ) -> Result<()> {
+        // Our kernels take the shape from the matrix and `m`.
+        macro_rules! ours {
+            ($w:expr) => {{
+                debug_assert_eq!(($w.rows(), lhs.len()), (n, m * k));
+                $w.matmul_t(lhs, m, dst);
+                Ok(())
+            }};
+        }
         match self {
-            Self::Q4_1(w) => {
-                debug_assert_eq!((w.rows(), lhs.len()), (n, m * k));
-                w.matmul_t(lhs, m, dst);
-                Ok(())
-            }
-            Self::Q8_0(w) => {
-                debug_assert_eq!((w.rows(), lhs.len()), (n, m * k));
-                w.matmul_t(lhs, m, dst);
-                Ok(())
-            }
+            Self::Q4_0(w) => ours!(w),
+            Self::Q4_1(w) => ours!(w),
+            Self::Q8_0(w) => ours!(w),
+            Self::Q4K(w) => ours!(w),
+            Self::Q6K(w) => ours!(w),
             Self::Candle(w) => w
                 .matmul_t((m, k, n), lhs, dst)
                 .map_err(|e| ModelError::Backend(e.to_string())),
@@ -71,8 +90,11 @@ impl Weights {
 
     fn dtype(&self) -> GgmlDType {
         match self {
+            Self::Q4_0(_) => GgmlDType::Q4_0,
             Self::Q4_1(_) => GgmlDType::Q4_1,
             Self::Q8_0(_) => GgmlDType::Q8_0,
+            Self::Q4K(_) => GgmlDType::Q4K,
+            Self::Q6K(_) => GgmlDType::Q6K,
             Self::Candle(w) => w.dtype(),
         }
     }
@@ -213,8 +235,11 @@ impl CpuLinear {
             ));
         };
         let dequantize_row: &dyn Fn(usize, &mut [f32]) = match &part.weights {
+            Weights::Q4_0(w) => &|id, row| w.dequantize_row(id, row),
             Weights::Q4_1(w) => &|id, row| w.dequantize_row(id, row),
             Weights::Q8_0(w) => &|id, row| w.dequantize_row(id, row),
+            Weights::Q4K(w) => &|id, row| w.dequantize_row(id, row),
+            Weights::Q6K(w) => &|id, row| w.dequantize_row(id, row),
             Weights::Candle(blocks) => {
                 let storage = blocks
                     .embedding(ids, part.rows, self.cols)
@@ -242,5 +267,66 @@ impl CpuLinear {
     /// Storage type of the first part, for logs.
     pub fn dtype(&self) -> GgmlDType {
         self.parts[0].weights.dtype()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Q4_0, Q4_K and Q6_K layers run our kernels, and their forward and
+    /// embedding lookup agree with candle's on the same bytes.
+    #[test]
+    fn new_kernel_types_are_dispatched_to_our_kernels() {
+        let (rows, cols) = (5, 512);
+        let x: Vec<f32> = (0..2 * cols)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5)
+                .collect();
+            let t = candle_core::Tensor::from_vec(values, (rows, cols), &candle_core::Device::Cpu);
+            let q = t.and_then(|t| candle_core::quantized::QTensor::quantize(&t, dtype));
+            let data = q
+                .and_then(|q| q.data().map(|d| d.to_vec()))
+                .expect("quantizes");
+            let matrix = HostMatrix {
+                name: "w".into(),
+                dtype,
+                rows,
+                cols,
+                data: data.clone(),
+            };
+            let layer = CpuLinear::new(vec![matrix], None).expect("builds");
+            assert!(
+                !matches!(layer.parts[0].weights, Weights::Candle(_)),
+                "{dtype:?}"
+            );
+            assert_eq!(layer.dtype(), dtype);
+
+            let candle = dtype.from_data(Cow::Owned(data));
+            let mut want = vec![0f32; 2 * rows];
+            candle
+                .matmul_t((2, cols, rows), &x, &mut want)
+                .expect("candle matmul");
+            let got = layer
+                .forward(&CpuTensor::new(x.clone(), 2, cols))
+                .expect("forward");
+            for (a, b) in got.data.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                    "{dtype:?}: {a} vs {b}"
+                );
+            }
+            let CpuStorage::F32(table) = candle.dequantize(rows * cols).expect("dequantizes")
+            else {
+                panic!("candle dequantizes to f32");
+            };
+            let rows_3_0 = layer.gather(&[3, 0]).expect("gathers");
+            assert_eq!(rows_3_0.data[..cols], table[3 * cols..4 * cols]);
+            assert_eq!(rows_3_0.data[cols..], table[..cols]);
+            assert!(layer.gather(&[rows as u32]).is_err());
+        }
     }
 }

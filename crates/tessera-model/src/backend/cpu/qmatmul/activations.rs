@@ -14,8 +14,8 @@ pub(super) struct Q8Rows {
     pub d: Vec<[f32; GROUP]>,
     /// Q8_1's `sum(qs) * d`, rounded through f16 as candle computes it, per lane.
     pub s: Vec<[f32; GROUP]>,
-    /// `sum(qs)`, exact.
-    pub sum: Vec<i32>,
+    /// `sum(qs)` exactly: Q4_0's kernel subtracts `8 * sum` from its unsigned dot.
+    pub sums: Vec<i32>,
 }
 
 /// Quantizes `m` rows of `x` (rows in parallel).
@@ -26,17 +26,17 @@ pub(super) fn quantize(x: &[f32], m: usize, blocks: usize) -> Q8Rows {
         qs: vec![[0i8; QK]; n],
         d: vec![[0f32; GROUP]; n],
         s: vec![[0f32; GROUP]; n],
-        sum: vec![0; n],
+        sums: vec![0; n],
     };
     if m > 1 {
         x.par_chunks(blocks * QK)
             .zip(y.qs.par_chunks_mut(blocks))
             .zip(y.d.par_chunks_mut(blocks))
             .zip(y.s.par_chunks_mut(blocks))
-            .zip(y.sum.par_chunks_mut(blocks))
-            .for_each(|((((xs, qs), d), s), sum)| quantize_row(xs, qs, d, s, sum));
+            .zip(y.sums.par_chunks_mut(blocks))
+            .for_each(|((((xs, qs), d), s), sums)| quantize_row(xs, qs, d, s, sums));
     } else {
-        quantize_row(x, &mut y.qs, &mut y.d, &mut y.s, &mut y.sum);
+        quantize_row(x, &mut y.qs, &mut y.d, &mut y.s, &mut y.sums);
     }
     y
 }
@@ -64,7 +64,7 @@ fn quantize_row(
 }
 
 /// The largest |x| of a block (the same in any order).
-fn amax(xs: &[f32; QK]) -> f32 {
+pub(super) fn amax(xs: &[f32; QK]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: AVX2 is present.
@@ -84,7 +84,7 @@ pub(super) fn amax_portable(xs: &[f32; QK]) -> f32 {
 }
 
 /// `qs[i] = round_to_i8(xs[i] * inverse)`.
-fn round_block(xs: &[f32; QK], inverse: f32, qs: &mut [i8; QK]) {
+pub(super) fn round_block(xs: &[f32; QK], inverse: f32, qs: &mut [i8; QK]) {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: AVX2 is present.

@@ -7,18 +7,38 @@
 //! the group sits in L1, so a step reads the weights from memory once however
 //! many sequences it batches. Each output still depends only on its own
 //! activation row and weight row, so batching never changes a result.
+//!
+//! Q4_0, Q4_K and Q6_K (`nibbles.rs`, `superblocks.rs`) compute candle's exact
+//! integer dots on candle's 8-bit activations, but order their float steps
+//! for the kernel: their SIMD and scalar paths agree bit for bit, candle's
+//! results to float rounding.
 
 mod activations;
+mod nibbles;
+mod q4_0;
+#[cfg(target_arch = "x86_64")]
+mod q4_0_avx2;
 mod q4_1;
 #[cfg(target_arch = "x86_64")]
 mod q4_1_avx2;
+mod q4_k;
+#[cfg(target_arch = "x86_64")]
+mod q4_k_avx2;
+mod q6_k;
+#[cfg(target_arch = "x86_64")]
+mod q6_k_avx2;
 mod q8_0;
 #[cfg(target_arch = "x86_64")]
 mod q8_0_x86;
+mod q8_k;
+mod superblocks;
 
 use rayon::prelude::*;
 
+pub use q4_0::Q4_0Matrix;
 pub use q4_1::Q4_1Matrix;
+pub use q4_k::Q4KMatrix;
+pub use q6_k::Q6KMatrix;
 pub use q8_0::Q8_0Matrix;
 
 use activations::Q8Rows;
@@ -140,3 +160,7 @@ fn check_shape(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_kquant;
+#[cfg(test)]
+mod tests_speed;

@@ -100,7 +100,7 @@ fn check(w: &Q8_0Matrix, group: usize, y: &Q8Rows, row0: usize, tile: usize) {
     let blocks = w.blocks();
     assert!((group + 1) * blocks <= w.qs.len() && w.d.len() == w.qs.len());
     assert!(y.blocks == blocks && (row0 + tile) * blocks <= y.qs.len());
-    assert!(y.d.len() == y.qs.len() && y.sum.len() == y.qs.len());
+    assert!(y.d.len() == y.qs.len() && y.sums.len() == y.qs.len());
 }
 
 /// Four activation bytes (`4k..4k + 4` of block `yi`) in every 32-bit lane.
@@ -196,7 +196,7 @@ unsafe fn vnni<const R: usize>(
         for (r, (a, [even, odd])) in acc.iter_mut().zip(sumi).enumerate() {
             let yi = (row0 + r) * blocks + b;
             let s = _mm256_add_epi32(even, odd);
-            let s = _mm256_sub_epi32(s, _mm256_set1_epi32(128 * y.sum[yi]));
+            let s = _mm256_sub_epi32(s, _mm256_set1_epi32(128 * y.sums[yi]));
             *a = scale_add(*a, dw, y.d[yi][0], s);
         }
     }
