@@ -78,11 +78,10 @@ pub enum DeviceError {
     NotCompiled { spec: DeviceSpec },
     /// CUDA asked for, and a library, the driver or the device is missing.
     #[cfg(feature = "cuda")]
-    #[error("--device {spec}: {source}")]
+    #[error("--device {spec}: {error}")]
     Cuda {
         spec: DeviceSpec,
-        #[source]
-        source: crate::cuda::CudaError,
+        error: crate::cuda::CudaError,
     },
 }
 
@@ -124,7 +123,7 @@ fn auto_reason(e: &DeviceError) -> String {
     match e {
         DeviceError::NotCompiled { .. } => "built without the cuda feature".to_string(),
         #[cfg(feature = "cuda")]
-        DeviceError::Cuda { source, .. } => format!("no usable CUDA device: {source}"),
+        DeviceError::Cuda { error, .. } => format!("no usable CUDA device: {error}"),
     }
 }
 
@@ -133,7 +132,7 @@ fn open_cuda(spec: DeviceSpec, ordinal: usize) -> Result<Device, DeviceError> {
     let dirs = crate::cuda::libs::search_dirs();
     crate::cuda::CudaDevice::open(ordinal, &dirs)
         .map(Device::Cuda)
-        .map_err(|source| DeviceError::Cuda { spec, source })
+        .map_err(|error| DeviceError::Cuda { spec, error })
 }
 
 #[cfg(not(feature = "cuda"))]

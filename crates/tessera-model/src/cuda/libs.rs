@@ -154,11 +154,10 @@ pub fn require(library: CudaLibrary, dirs: &[PathBuf]) -> Result<(), CudaError> 
             String::new()
         } else {
             let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-            format!(", and in {}", shown.join(", "))
+            format!(", nor in {}", shown.join(", "))
         };
         return Err(CudaError::LibraryMissing {
             library: library.describe(),
-            looked_for: library.file_name(),
             dirs,
             hint: library.hint(),
         });

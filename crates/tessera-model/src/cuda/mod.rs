@@ -26,13 +26,11 @@ pub use libs::CudaLibrary;
 #[derive(Debug, thiserror::Error)]
 pub enum CudaError {
     /// A CUDA library could not be found by its name or in the library directories.
-    #[error("{library} not found (looked for {looked_for} on the loader's path{dirs}); {hint}")]
+    #[error("{library} not found on the loader's path{dirs}; {hint}")]
     LibraryMissing {
-        /// The library, in words ("the CUDA driver (libcuda)").
+        /// The library, in words, with its file name.
         library: &'static str,
-        /// The file names tried.
-        looked_for: String,
-        /// ", and in DIR, DIR" when directories were searched too.
+        /// ", nor in DIR, DIR" when directories were searched too.
         dirs: String,
         /// What to do about it.
         hint: &'static str,
