@@ -11,6 +11,7 @@ use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::backend::KvCacheDtype;
 use tessera_model::chat::ChatTemplate;
 use tessera_model::config::ModelConfig;
+use tessera_model::device::{self, Device, DeviceSpec};
 use tessera_model::loader::{load_bundle, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 use tessera_model::tokenizer::Tokenizer;
@@ -57,6 +58,11 @@ pub struct EngineArgs {
     /// HTTP threads mostly wait on them.
     #[arg(long, env = "TESSERA_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
+    /// Where the model runs: cpu; cuda or cuda:N (a build with `--features
+    /// cuda`); auto (CUDA if the driver, its libraries and a GPU are found,
+    /// else the CPU).
+    #[arg(long, env = "TESSERA_DEVICE", default_value_t = DeviceSpec::Cpu)]
+    pub device: DeviceSpec,
 }
 
 /// Sizes the process's compute pool, which every CPU kernel runs on.
@@ -91,6 +97,7 @@ pub struct Serving {
 
 /// Loads the model and starts the engine, reporting the KV pool on stderr.
 pub fn start(args: &EngineArgs) -> Result<Serving> {
+    choose_device(args.device)?;
     let path = model_path::resolve(args.model.as_deref())?;
     let source = ModelSource::detect(&path)?;
     let load_start = Instant::now();
@@ -155,6 +162,43 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
         backend: "cpu",
         kv_tokens: num_blocks * BLOCK_SIZE,
     })
+}
+
+/// Resolves `--device` before anything is loaded, so a device that cannot be
+/// used fails start-up at once. Only the CPU runs models so far: a CUDA device
+/// is opened and its kernels compiled and loaded (the start-up path the CUDA
+/// backend will take), then refused, or under `auto` passed over.
+fn choose_device(spec: DeviceSpec) -> Result<()> {
+    let selection = device::select(spec)?;
+    match selection.device {
+        Device::Cpu => {
+            if spec != DeviceSpec::Cpu {
+                eprintln!("tessera: device {}", selection.reason);
+            }
+            Ok(())
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(cuda) => cuda_without_backend(spec, &cuda),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_without_backend(spec: DeviceSpec, cuda: &tessera_model::cuda::CudaDevice) -> Result<()> {
+    use tessera_model::cuda::{ptx_cache::PtxCache, LoadedKernels};
+    let cache = PtxCache::default_dir().map(PtxCache::new);
+    let loaded = LoadedKernels::load(cuda, cache.as_ref());
+    let status = match &loaded {
+        Ok(k) => format!("{cuda} is ready ({} kernels loaded)", k.len()),
+        Err(e) => format!("{cuda}: {e}"),
+    };
+    if spec == DeviceSpec::Auto {
+        eprintln!(
+            "tessera: device cpu (auto: {status}, but the CUDA model backend is not written yet)"
+        );
+        return Ok(());
+    }
+    loaded.map_err(|e| anyhow::anyhow!("--device {spec}: {cuda}: {e}"))?;
+    bail!("--device {spec}: {status}, but tessera cannot run a model on CUDA yet (its CUDA backend is not written); use --device cpu")
 }
 
 /// Bytes of K and V for one token over all layers.

@@ -43,6 +43,7 @@ pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
         no_prefix_caching: false,
         max_waiting_requests: max_waiting,
         threads: None,
+        device: Default::default(),
     }
 }
 

@@ -5,6 +5,9 @@ pub mod backend;
 pub mod batch;
 pub mod chat;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod error;
 pub mod gguf;
 pub mod hub;
