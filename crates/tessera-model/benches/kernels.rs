@@ -70,6 +70,52 @@ fn linear(rng: &mut StdRng, dtype: GgmlDType, rows: usize, cols: usize) -> CpuLi
     .expect("valid random weights")
 }
 
+/// GGUF bytes of a random `rows x cols` matrix quantized by candle (for the
+/// types whose blocks random bytes would not make realistic).
+fn quantized_by_candle(rng: &mut StdRng, dtype: GgmlDType, rows: usize, cols: usize) -> Vec<u8> {
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|_| rng.random_range(-0.1f32..0.1))
+        .collect();
+    let t = candle_core::Tensor::from_vec(values, (rows, cols), &candle_core::Device::Cpu)
+        .expect("tensor");
+    let q = candle_core::quantized::QTensor::quantize(&t, dtype).expect("quantizes");
+    q.data().expect("bytes").into_owned()
+}
+
+/// The other weight types on the MLP's shapes (K-quants need 256-multiples,
+/// so 768 stands in for 576).
+fn matmul_other_types(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(4);
+    for (dtype, rows, cols) in [
+        (GgmlDType::Q4_0, 2 * MLP, HIDDEN),
+        (GgmlDType::Q4K, 2 * MLP, 768),
+        (GgmlDType::Q6K, 2 * MLP, 768),
+    ] {
+        let data = quantized_by_candle(&mut rng, dtype, rows, cols);
+        let name = format!("{dtype:?} {rows}x{cols}");
+        let w = CpuLinear::new(
+            vec![HostMatrix {
+                name: name.clone(),
+                dtype,
+                rows,
+                cols,
+                data,
+            }],
+            None,
+        )
+        .expect("valid weights");
+        let mut group = c.benchmark_group(format!("matmul/{name}"));
+        for m in [1, 64] {
+            let x = random_tensor(&mut rng, m, cols);
+            group.throughput(Throughput::Elements((m * rows * cols) as u64));
+            group.bench_with_input(BenchmarkId::new("m", m), &x, |b, x| {
+                b.iter(|| w.forward(x).expect("matmul"))
+            });
+        }
+        group.finish();
+    }
+}
+
 /// The model's matmuls: fused QKV, MLP up (gate|up fused), MLP down, lm_head.
 fn matmul(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(1);
@@ -239,5 +285,5 @@ fn elementwise(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(kernels, matmul, attention, elementwise);
+criterion_group!(kernels, matmul, matmul_other_types, attention, elementwise);
 criterion_main!(kernels);

@@ -148,6 +148,33 @@ fn q4_1_scalar_path_matches_the_dispatched_path() {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
+    /// The Q4_1 kernel this CPU runs equals the scalar reference bit for bit
+    /// on ragged shapes, odd block counts (the kernel's tail) included.
+    #[test]
+    fn q4_1_kernel_equals_the_scalar_reference(
+        rows in 1usize..14,
+        blocks in 1usize..8,
+        m in 1usize..10,
+        seed in 0u64..1000,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cols = blocks * QK;
+        let x = random_activations(&mut rng, m * cols);
+        let y = quantize(&x, m, blocks);
+        let data = random_weights(&mut rng, GgmlDType::Q4_1, rows, cols);
+        let w = Q4_1Matrix::from_gguf_bytes(&data, rows, cols).expect("repacks");
+        for group in 0..rows.div_ceil(GROUP) {
+            for row0 in 0..m {
+                let tile = (m - row0).min(ROW_TILE);
+                let mut fast = vec![0f32; tile * GROUP];
+                let mut slow = vec![[0f32; GROUP]; tile];
+                w.dot_group(group, &y, row0, &mut fast);
+                q4_1::dot_group_scalar(&w, group, &y, row0, &mut slow);
+                proptest::prop_assert_eq!(bits(&fast), bits(&slow.concat()));
+            }
+        }
+    }
+
     /// Every Q8_0 kernel this CPU can run equals the scalar reference bit for
     /// bit, on ragged shapes: row counts off the group, any tile, any block count.
     #[test]
