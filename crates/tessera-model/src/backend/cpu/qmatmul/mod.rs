@@ -162,5 +162,3 @@ fn check_shape(
 mod tests;
 #[cfg(test)]
 mod tests_kquant;
-#[cfg(test)]
-mod tests_speed;
