@@ -1,17 +1,17 @@
-//! Quantized matmuls for the CPU, for the weight types of the default model.
+//! Quantized matmuls for the CPU, for the GGUF weight types of common models.
 //!
-//! Each type computes exactly what candle computes for it (the same bits: a
-//! test), so the reference comparisons of the model stay exact, but organised
-//! for many activation rows at once: weights are repacked at load into groups
-//! of four rows, and one task walks every activation row over one group while
-//! the group sits in L1, so a step reads the weights from memory once however
+//! Each type computes candle's exact integer dot products on candle's 8-bit
+//! activations, with its float steps ordered for the kernel: a type's SIMD
+//! paths and its scalar reference agree bit for bit (proptests), candle's
+//! results up to float rounding. Weights are repacked at load into groups of
+//! rows, and one task walks every activation row over one group while the
+//! group sits in L1, so a step reads the weights from memory once however
 //! many sequences it batches. Each output still depends only on its own
 //! activation row and weight row, so batching never changes a result.
 //!
-//! Q4_0, Q4_K and Q6_K (`nibbles.rs`, `superblocks.rs`) compute candle's exact
-//! integer dots on candle's 8-bit activations, but order their float steps
-//! for the kernel: their SIMD and scalar paths agree bit for bit, candle's
-//! results to float rounding.
+//! Q4_1 and Q8_0 put eight weight rows in the lanes of a vector (`x86.rs`:
+//! AVX2 or AVX-512 VNNI); Q4_0, Q4_K and Q6_K use four-row groups of 4-bit
+//! values (`nibbles.rs`, `superblocks.rs`: AVX2).
 
 mod activations;
 mod nibbles;
@@ -20,7 +20,7 @@ mod q4_0;
 mod q4_0_avx2;
 mod q4_1;
 #[cfg(target_arch = "x86_64")]
-mod q4_1_avx2;
+mod q4_1_x86;
 mod q4_k;
 #[cfg(target_arch = "x86_64")]
 mod q4_k_avx2;
@@ -32,6 +32,8 @@ mod q8_0;
 mod q8_0_x86;
 mod q8_k;
 mod superblocks;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use rayon::prelude::*;
 
@@ -45,7 +47,7 @@ use activations::Q8Rows;
 
 /// Values per quantization block (Q4_1, Q8_0 and the Q8 activations alike).
 const QK: usize = 32;
-/// Weight rows per group of the Q4_1 layout.
+/// Weight rows per group of the 4-bit layout of Q4_0 and the K-quants.
 const GROUP: usize = 4;
 /// Activation rows per kernel call.
 const ROW_TILE: usize = 4;

@@ -1,5 +1,4 @@
-//! The 4-bit layout of the Q4_0, Q4_K and Q6_K repacks (Q4_1's, written out in
-//! q4_1.rs): 32 values of each of the four rows of a group in 64 bytes, such
+//! The 4-bit layout of the Q4_0, Q4_K and Q6_K repacks: 32 values of each of the four rows of a group in 64 bytes, such
 //! that one 32-byte load unpacks into eight consecutive values of each row.
 //!
 //! Byte `(j / 2) * 32 + 8 * lane + i` holds value `8 * j + i` of the lane's

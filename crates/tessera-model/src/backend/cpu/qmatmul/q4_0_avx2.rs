@@ -1,6 +1,6 @@
 //! The Q4_0 AVX2 kernel: the scalar reference's arithmetic, integer dots in SIMD.
 //!
-//! As Q4_1's kernel: two blocks per iteration, so that one horizontal add turns
+//! Two blocks per iteration, so that one horizontal add turns
 //! both blocks' eight pair sums into per-row integer dots; their float terms
 //! are computed eight lanes wide and added to the running sums one block at a
 //! time, as the scalar loop adds them.

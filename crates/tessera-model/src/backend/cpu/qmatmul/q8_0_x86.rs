@@ -11,32 +11,11 @@
 //!   minus `128 * sum(y)` per block: four products per lane straight into i32.
 
 use std::arch::x86_64::*;
-use std::sync::OnceLock;
 
 use super::activations::Q8Rows;
 use super::q8_0::{Q8_0Matrix, ROWS};
+use super::x86::{broadcast_run, level, scale_add, Level};
 use super::{GroupKernel, QK, ROW_TILE};
-
-/// Which kernel this CPU runs (checked once).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Level {
-    Portable,
-    Avx2,
-    Vnni,
-}
-
-pub(super) fn level() -> Level {
-    static LEVEL: OnceLock<Level> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
-        match (avx2, vnni) {
-            (true, true) => Level::Vnni,
-            (true, false) => Level::Avx2,
-            _ => Level::Portable,
-        }
-    })
-}
 
 /// Runs the best kernel for this CPU at `level` or below; false when only the
 /// portable code applies.
@@ -50,7 +29,7 @@ pub(super) fn dot_group_at(
 ) -> bool {
     let tile = out.len() / ROWS;
     assert!(tile <= ROW_TILE && out.len() == tile * ROWS);
-    let level = level.min_with(self::level());
+    let level = level.min(self::level());
     // SAFETY: `level` never exceeds what this CPU supports; the kernels check
     // their indices.
     unsafe {
@@ -80,46 +59,12 @@ pub(super) fn dot_group(
     dot_group_at(Level::Vnni, w, group, y, row0, out)
 }
 
-impl Level {
-    fn min_with(self, other: Level) -> Level {
-        let rank = |l: Level| match l {
-            Level::Portable => 0,
-            Level::Avx2 => 1,
-            Level::Vnni => 2,
-        };
-        if rank(self) <= rank(other) {
-            self
-        } else {
-            other
-        }
-    }
-}
-
 /// Checks every index the kernels use.
 fn check(w: &Q8_0Matrix, group: usize, y: &Q8Rows, row0: usize, tile: usize) {
     let blocks = w.blocks();
     assert!((group + 1) * blocks <= w.qs.len() && w.d.len() == w.qs.len());
     assert!(y.blocks == blocks && (row0 + tile) * blocks <= y.qs.len());
     assert!(y.d.len() == y.qs.len() && y.sums.len() == y.qs.len());
-}
-
-/// Four activation bytes (`4k..4k + 4` of block `yi`) in every 32-bit lane.
-///
-/// # Safety
-/// AVX2; `yi` must index `y.qs` and `k < 8`.
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn broadcast_run(y: &Q8Rows, yi: usize, k: usize) -> __m256i {
-    let run = y.qs.as_ptr().add(yi).cast::<i32>().add(k).read_unaligned();
-    _mm256_set1_epi32(run)
-}
-
-/// `acc += (dw * dy) * sumi`, lane by lane, one rounding per step as `mul_add`.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn scale_add(acc: __m256, dw: __m256, dy: f32, sumi: __m256i) -> __m256 {
-    let d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
-    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc)
 }
 
 /// # Safety

@@ -1,5 +1,6 @@
-//! The kernels against candle's matmuls for the same types: the same bits, on
-//! every shape; and each kernel's SIMD path against its scalar path.
+//! The kernels against candle's matmuls for the same types (equal up to
+//! rounding, on every shape), and each kernel's SIMD paths against its scalar
+//! reference (the same bits).
 
 use std::borrow::Cow;
 
@@ -77,69 +78,27 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// Q4_1 and Q8_0 sum their blocks in another order than candle: equal up to
+/// rounding.
 #[test]
-fn q4_1_matches_candle_bit_for_bit() {
-    let mut rng = StdRng::seed_from_u64(7);
-    // Row counts off the group size, activation counts off the row tile,
-    // and the default model's widths. (candle requires an even block count.)
-    for (rows, cols) in [(1, 64), (5, 64), (8, 128), (13, 576), (6, 1536)] {
-        let data = random_weights(&mut rng, GgmlDType::Q4_1, rows, cols);
-        for m in [1, 2, 3, 4, 5, 9] {
-            let x = random_activations(&mut rng, m * cols);
-            assert_eq!(
-                bits(&ours(GgmlDType::Q4_1, &data, rows, cols, &x, m)),
-                bits(&candle(GgmlDType::Q4_1, &data, rows, cols, &x, m)),
-                "Q4_1 {rows}x{cols}, {m} rows"
-            );
-        }
-    }
-}
-
-/// Q8_0 sums its blocks in another order than candle: equal up to rounding.
-#[test]
-fn q8_0_matches_candle_up_to_rounding() {
+fn kernels_match_candle_up_to_rounding() {
     let mut rng = StdRng::seed_from_u64(8);
-    for (rows, cols) in [(1, 64), (5, 64), (9, 128), (13, 576), (17, 1536)] {
-        let data = random_weights(&mut rng, GgmlDType::Q8_0, rows, cols);
-        for m in [1, 2, 3, 4, 5, 9] {
-            let x = random_activations(&mut rng, m * cols);
-            let ours = ours(GgmlDType::Q8_0, &data, rows, cols, &x, m);
-            let reference = candle(GgmlDType::Q8_0, &data, rows, cols, &x, m);
-            let scale = reference.iter().fold(1e-3f32, |a, v| a.max(v.abs()));
-            for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
-                assert!(
-                    (a - b).abs() <= 2e-6 * scale * (cols / QK) as f32,
-                    "Q8_0 {rows}x{cols}, {m} rows, output {i}: {a} vs candle {b}"
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn q4_1_scalar_path_matches_the_dispatched_path() {
-    // On an AVX2 machine this compares the two implementations; elsewhere both
-    // sides are the scalar path and candle's test above is the check. An odd
-    // block count (96 columns) takes the kernel's tail path, which candle's
-    // matmul cannot check.
-    let mut rng = StdRng::seed_from_u64(11);
-    for (rows, cols) in [(9, 256), (7, 96), (4, 32)] {
-        let m = 6;
-        let x = random_activations(&mut rng, m * cols);
-        let y = quantize(&x, m, cols / QK);
-        let q4 = random_weights(&mut rng, GgmlDType::Q4_1, rows, cols);
-        let q4 = Q4_1Matrix::from_gguf_bytes(&q4, rows, cols).expect("repacks");
-        for group in 0..rows.div_ceil(GROUP) {
-            for (row0, tile) in [(0, 4), (2, 4), (5, 1), (3, 3)] {
-                let mut fast = vec![0f32; tile * GROUP];
-                let mut slow = vec![[0f32; GROUP]; tile];
-                q4.dot_group(group, &y, row0, &mut fast);
-                q4_1::dot_group_scalar(&q4, group, &y, row0, &mut slow);
-                assert_eq!(
-                    fast,
-                    slow.concat(),
-                    "Q4_1 {rows}x{cols}, group {group}, rows {row0}.."
-                );
+    for dtype in [GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        // Row counts off the group size, activation counts off the row tile,
+        // and the default model's widths. (candle requires an even block count.)
+        for (rows, cols) in [(1, 64), (5, 64), (9, 128), (13, 576), (17, 1536)] {
+            let data = random_weights(&mut rng, dtype, rows, cols);
+            for m in [1, 2, 3, 4, 5, 9] {
+                let x = random_activations(&mut rng, m * cols);
+                let ours = ours(dtype, &data, rows, cols, &x, m);
+                let reference = candle(dtype, &data, rows, cols, &x, m);
+                let scale = reference.iter().fold(1e-3f32, |a, v| a.max(v.abs()));
+                for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 4e-6 * scale * (cols / QK) as f32,
+                        "{dtype:?} {rows}x{cols}, {m} rows, output {i}: {a} vs candle {b}"
+                    );
+                }
             }
         }
     }
@@ -148,12 +107,12 @@ fn q4_1_scalar_path_matches_the_dispatched_path() {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
-    /// The Q4_1 kernel this CPU runs equals the scalar reference bit for bit
-    /// on ragged shapes, odd block counts (the kernel's tail) included.
+    /// Every Q4_1 kernel this CPU can run equals the scalar reference bit for
+    /// bit, on ragged shapes: row counts off the group, any tile, any block count.
     #[test]
-    fn q4_1_kernel_equals_the_scalar_reference(
-        rows in 1usize..14,
-        blocks in 1usize..8,
+    fn q4_1_kernels_equal_the_scalar_reference(
+        rows in 1usize..20,
+        blocks in 1usize..7,
         m in 1usize..10,
         seed in 0u64..1000,
     ) {
@@ -163,14 +122,19 @@ proptest::proptest! {
         let y = quantize(&x, m, blocks);
         let data = random_weights(&mut rng, GgmlDType::Q4_1, rows, cols);
         let w = Q4_1Matrix::from_gguf_bytes(&data, rows, cols).expect("repacks");
-        for group in 0..rows.div_ceil(GROUP) {
+        let rows8 = q4_1::ROWS;
+        for group in 0..rows.div_ceil(rows8) {
             for row0 in 0..m {
                 let tile = (m - row0).min(ROW_TILE);
-                let mut fast = vec![0f32; tile * GROUP];
-                let mut slow = vec![[0f32; GROUP]; tile];
-                w.dot_group(group, &y, row0, &mut fast);
+                let mut slow = vec![0f32; tile * rows8];
                 q4_1::dot_group_scalar(&w, group, &y, row0, &mut slow);
-                proptest::prop_assert_eq!(bits(&fast), bits(&slow.concat()));
+                #[cfg(target_arch = "x86_64")]
+                for level in [x86::Level::Avx2, x86::Level::Vnni] {
+                    let mut fast = vec![0f32; tile * rows8];
+                    if q4_1_x86::dot_group_at(level, &w, group, &y, row0, &mut fast) {
+                        proptest::prop_assert_eq!(bits(&fast), bits(&slow), "{:?}", level);
+                    }
+                }
             }
         }
     }
@@ -197,7 +161,7 @@ proptest::proptest! {
                 let mut slow = vec![0f32; tile * rows8];
                 q8_0::dot_group_scalar(&w, group, &y, row0, &mut slow);
                 #[cfg(target_arch = "x86_64")]
-                for level in [q8_0_x86::Level::Avx2, q8_0_x86::Level::Vnni] {
+                for level in [x86::Level::Avx2, x86::Level::Vnni] {
                     let mut fast = vec![0f32; tile * rows8];
                     if q8_0_x86::dot_group_at(level, &w, group, &y, row0, &mut fast) {
                         proptest::prop_assert_eq!(bits(&fast), bits(&slow), "{:?}", level);

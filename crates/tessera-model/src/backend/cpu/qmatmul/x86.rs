@@ -1,0 +1,57 @@
+//! What the x86-64 kernels of the "rows in lanes" layouts (Q4_1, Q8_0) share:
+//! the choice of instruction set, made once per process, and the two steps
+//! every block goes through.
+//!
+//! In these layouts each 32-bit lane of a 256-bit vector holds four
+//! consecutive values of one of eight weight rows, so a broadcast of four
+//! activation bytes meets all eight rows at once, and the integer dot of a
+//! block lands in one i32 lane per weight row, ready for one conversion and
+//! FMA per eight rows.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::activations::Q8Rows;
+
+/// The instruction sets a kernel may use, in increasing order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(super) enum Level {
+    Portable,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512 VNNI and VL on top of AVX2 (`vpdpbusd` on 256-bit vectors).
+    Vnni,
+}
+
+/// The best level this CPU supports (checked once).
+pub(super) fn level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
+        match (avx2, vnni) {
+            (true, true) => Level::Vnni,
+            (true, false) => Level::Avx2,
+            _ => Level::Portable,
+        }
+    })
+}
+
+/// Four activation bytes (`4k..4k + 4` of block `yi`) in every 32-bit lane.
+///
+/// # Safety
+/// AVX2; `yi` must index `y.qs` and `k < 8`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn broadcast_run(y: &Q8Rows, yi: usize, k: usize) -> __m256i {
+    let run = y.qs.as_ptr().add(yi).cast::<i32>().add(k).read_unaligned();
+    _mm256_set1_epi32(run)
+}
+
+/// `acc + (dw * dy) * sumi`, lane by lane, rounded as `mul_add` rounds.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) fn scale_add(acc: __m256, dw: __m256, dy: f32, sumi: __m256i) -> __m256 {
+    let d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc)
+}
