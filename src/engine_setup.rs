@@ -37,9 +37,9 @@ pub struct EngineArgs {
     /// available memory, at most what max-num-seqs full-length sequences need].
     #[arg(long, env = "TESSERA_KV_CACHE_MEMORY", value_parser = parse_bytes)]
     pub kv_cache_memory: Option<u64>,
-    /// How K and V are stored: f32 (exact) or f16 (half the memory and the
-    /// attention's memory traffic, at a rounding of every cached value).
-    #[arg(long, env = "TESSERA_KV_CACHE_DTYPE", default_value_t = KvCacheDtype::F32)]
+    /// How K and V are stored: f16 (half the memory and the attention's
+    /// memory traffic, each value rounded to 11 bits) or f32 (exact).
+    #[arg(long, env = "TESSERA_KV_CACHE_DTYPE", default_value_t = KvCacheDtype::F16)]
     pub kv_cache_dtype: KvCacheDtype,
     /// Most new tokens computed per step.
     #[arg(long, env = "TESSERA_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]

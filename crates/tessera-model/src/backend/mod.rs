@@ -42,14 +42,15 @@ pub struct KvCacheShape {
     pub dtype: KvCacheDtype,
 }
 
-/// How K and V values are stored. f32 is exact. f16 halves the memory (and
-/// the memory traffic of decode attention, which reads every cached value
-/// every step) at a rounding of the keys and values, as llama.cpp does by
-/// default; on the default model that moves logits by ~0.1-0.2 on average.
+/// How K and V values are stored. f16, llama.cpp's default, halves the
+/// memory (and the memory traffic of decode attention, which reads every
+/// cached value every step) at a rounding of each value to 11 bits, smaller
+/// than the 8-bit rounding the quantized matmuls apply to activations; f32
+/// stores them exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KvCacheDtype {
-    F16,
     #[default]
+    F16,
     F32,
 }
 
