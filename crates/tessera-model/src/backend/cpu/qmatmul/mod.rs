@@ -49,19 +49,21 @@ use activations::Q8Rows;
 const QK: usize = 32;
 /// Weight rows per group of the 4-bit layout of Q4_0 and the K-quants.
 const GROUP: usize = 4;
-/// Activation rows per kernel call.
+/// Activation rows per kernel call, unless a kernel says otherwise.
 const ROW_TILE: usize = 4;
 
 /// A repacked weight matrix and its kernel.
 trait GroupKernel: Sync {
     /// Weight rows per group: the rows one kernel call computes together.
     const ROWS: usize;
+    /// Most activation rows per kernel call (at most `MAX_TILE`).
+    const TILE: usize = ROW_TILE;
     /// Output features.
     fn rows(&self) -> usize;
     /// Blocks per row.
     fn blocks(&self) -> usize;
     /// Dot products of weight rows `ROWS * group..` with activation rows
-    /// `row0..row0 + tile` (`tile` at most `ROW_TILE`): `out` holds `tile`
+    /// `row0..row0 + tile` (`tile` at most `TILE`): `out` holds `tile`
     /// runs of `ROWS` results, one run per activation row.
     fn dot_group(&self, group: usize, y: &Q8Rows, row0: usize, out: &mut [f32]);
 }
@@ -85,8 +87,8 @@ fn matmul_t<W: GroupKernel>(w: &W, x: &[f32], m: usize, out: &mut [f32]) {
             let mut tile_out = [0f32; MAX_TILE_OUT];
             for group in task * per_task..((task + 1) * per_task).min(groups) {
                 let cols = group * W::ROWS..((group + 1) * W::ROWS).min(rows);
-                for row0 in (0..m).step_by(ROW_TILE) {
-                    let tile = (m - row0).min(ROW_TILE);
+                for row0 in (0..m).step_by(W::TILE) {
+                    let tile = (m - row0).min(W::TILE);
                     let results = &mut tile_out[..tile * W::ROWS];
                     w.dot_group(group, &y, row0, results);
                     for (r, lanes) in results.chunks_exact(W::ROWS).enumerate() {
@@ -98,8 +100,10 @@ fn matmul_t<W: GroupKernel>(w: &W, x: &[f32], m: usize, out: &mut [f32]) {
         });
 }
 
-/// The largest `ROW_TILE * ROWS` of any kernel.
-const MAX_TILE_OUT: usize = ROW_TILE * 8;
+/// The largest `TILE` of any kernel.
+const MAX_TILE: usize = 8;
+/// The largest `TILE * ROWS` of any kernel.
+const MAX_TILE_OUT: usize = MAX_TILE * 8;
 
 /// A row-major output matrix whose column ranges parallel tasks fill, each
 /// task its own columns of every row (a split `chunks_mut` cannot express).

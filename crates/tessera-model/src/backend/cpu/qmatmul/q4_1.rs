@@ -25,6 +25,10 @@ const BLOCK_BYTES: usize = 20;
 pub(super) const ROWS: usize = 8;
 /// Values of one row per 32-bit lane.
 const RUN: usize = 4;
+/// Activation rows per kernel call: each unpacked block serves eight rows
+/// (AVX-512 VL's 32 vector registers hold their accumulators; the AVX2
+/// kernel, with 16, takes them four at a time).
+pub(super) const TILE: usize = 8;
 
 /// A Q4_1 matrix, `rows` outputs by `cols` inputs, repacked by groups of eight
 /// rows. Index `group * blocks + block` addresses one group's block. In its
@@ -109,6 +113,7 @@ fn position(lane: usize, t: usize) -> (usize, u32) {
 
 impl GroupKernel for Q4_1Matrix {
     const ROWS: usize = ROWS;
+    const TILE: usize = TILE;
 
     fn rows(&self) -> usize {
         self.rows

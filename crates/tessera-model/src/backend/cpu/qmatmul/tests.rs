@@ -113,7 +113,7 @@ proptest::proptest! {
     fn q4_1_kernels_equal_the_scalar_reference(
         rows in 1usize..20,
         blocks in 1usize..7,
-        m in 1usize..10,
+        m in 1usize..18,
         seed in 0u64..1000,
     ) {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -125,7 +125,7 @@ proptest::proptest! {
         let rows8 = q4_1::ROWS;
         for group in 0..rows.div_ceil(rows8) {
             for row0 in 0..m {
-                let tile = (m - row0).min(ROW_TILE);
+                let tile = (m - row0).min(q4_1::TILE);
                 let mut slow = vec![0f32; tile * rows8];
                 q4_1::dot_group_scalar(&w, group, &y, row0, &mut slow);
                 #[cfg(target_arch = "x86_64")]
