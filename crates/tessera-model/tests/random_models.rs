@@ -10,13 +10,15 @@ use candle_nn::VarBuilder;
 use common::tiny::*;
 use common::*;
 use tessera_engine::Runner;
+use tessera_model::backend::KvCacheDtype;
 
 const PROMPT: [u32; 21] = [
     1, 17, 300, 5, 77, 411, 2, 9, 120, 255, 256, 3, 500, 42, 42, 42, 7, 310, 64, 99, 11,
 ];
 
 fn our_logits(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
-    let mut runner = cpu_runner(path, 16);
+    // candle keeps K and V in f32.
+    let mut runner = cpu_runner_with(path, 16, KvCacheDtype::F32);
     let out = runner
         .execute(&batch(vec![(prompt.to_vec(), 0, (0..4).collect(), true)]))
         .expect("forward");

@@ -5,6 +5,7 @@ mod attention;
 mod linear;
 mod ops;
 mod qmatmul;
+mod vexp;
 
 use rayon::prelude::*;
 

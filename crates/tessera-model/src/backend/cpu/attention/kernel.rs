@@ -109,9 +109,12 @@ pub(super) fn attend_portable<T: KvValue>(
 /// In place: `exp(s - max) / sum` over `scores`.
 pub(super) fn softmax(scores: &mut [f32]) {
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let mut denom = 0f32;
     for s in scores.iter_mut() {
-        *s = (*s - max).exp();
+        *s -= max;
+    }
+    super::super::vexp::exp_in_place(scores);
+    let mut denom = 0f32;
+    for s in scores.iter() {
         denom += *s;
     }
     for s in scores.iter_mut() {
