@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use super::activations::Q8Rows;
 use super::q4_1::{Q4_1Matrix, ROWS, TILE};
-use super::x86::{broadcast_run, level, scale_add, Level};
+use super::x86::{broadcast_run, run_tile, scale_add, Kernels, Level};
 use super::{GroupKernel, QK};
 
 /// Runs the best kernel at `level` or below; false when only the portable
@@ -28,33 +28,16 @@ pub(super) fn dot_group_at(
     row0: usize,
     out: &mut [f32],
 ) -> bool {
-    let tile = out.len() / ROWS;
-    assert!(tile <= TILE && out.len() == tile * ROWS);
-    let level = level.min(self::level());
-    // SAFETY: `level` never exceeds what this CPU supports; the kernels check
-    // their indices.
-    unsafe {
-        match (level, tile) {
-            (Level::Portable, _) => return false,
-            (Level::Avx2, _) => {
-                // Four activation rows at a time: AVX2 has 16 registers.
-                let (first, rest) = out.split_at_mut(tile.min(4) * ROWS);
-                avx2_tile(w, group, y, row0, first);
-                if !rest.is_empty() {
-                    avx2_tile(w, group, y, row0 + 4, rest);
-                }
-            }
-            (Level::Vnni, 1) => vnni::<1>(w, group, y, row0, out),
-            (Level::Vnni, 2) => vnni::<2>(w, group, y, row0, out),
-            (Level::Vnni, 3) => vnni::<3>(w, group, y, row0, out),
-            (Level::Vnni, 4) => vnni::<4>(w, group, y, row0, out),
-            (Level::Vnni, 5) => vnni::<5>(w, group, y, row0, out),
-            (Level::Vnni, 6) => vnni::<6>(w, group, y, row0, out),
-            (Level::Vnni, 7) => vnni::<7>(w, group, y, row0, out),
-            (Level::Vnni, _) => vnni::<8>(w, group, y, row0, out),
-        }
-    }
-    true
+    assert!(out.len() <= TILE * ROWS && out.len().is_multiple_of(ROWS));
+    let kernels = Kernels {
+        // Four rows at a time: AVX2 has 16 registers.
+        avx2: &[avx2::<1>, avx2::<2>, avx2::<3>, avx2::<4>],
+        vnni: &[
+            vnni::<1>, vnni::<2>, vnni::<3>, vnni::<4>, vnni::<5>, vnni::<6>, vnni::<7>, vnni::<8>,
+        ],
+    };
+    // SAFETY: the kernels check their indices.
+    unsafe { run_tile(&kernels, level, w, (group, y, row0), out, ROWS) }
 }
 
 /// The best kernel for this CPU.
@@ -66,19 +49,6 @@ pub(super) fn dot_group(
     out: &mut [f32],
 ) -> bool {
     dot_group_at(Level::Vnni, w, group, y, row0, out)
-}
-
-/// The AVX2 kernel on up to four activation rows.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-unsafe fn avx2_tile(w: &Q4_1Matrix, group: usize, y: &Q8Rows, row0: usize, out: &mut [f32]) {
-    match out.len() / ROWS {
-        1 => avx2::<1>(w, group, y, row0, out),
-        2 => avx2::<2>(w, group, y, row0, out),
-        3 => avx2::<3>(w, group, y, row0, out),
-        _ => avx2::<4>(w, group, y, row0, out),
-    }
 }
 
 /// Checks every index the kernels use.

@@ -14,11 +14,11 @@ use std::arch::x86_64::*;
 
 use super::activations::Q8Rows;
 use super::q8_0::{Q8_0Matrix, ROWS};
-use super::x86::{broadcast_run, level, scale_add, Level};
+use super::x86::{broadcast_run, run_tile, scale_add, Kernels, Level};
 use super::{GroupKernel, QK, ROW_TILE};
 
-/// Runs the best kernel for this CPU at `level` or below; false when only the
-/// portable code applies.
+/// Runs the best kernel at `level` or below; false when only the portable
+/// code applies.
 pub(super) fn dot_group_at(
     level: Level,
     w: &Q8_0Matrix,
@@ -27,25 +27,13 @@ pub(super) fn dot_group_at(
     row0: usize,
     out: &mut [f32],
 ) -> bool {
-    let tile = out.len() / ROWS;
-    assert!(tile <= ROW_TILE && out.len() == tile * ROWS);
-    let level = level.min(self::level());
-    // SAFETY: `level` never exceeds what this CPU supports; the kernels check
-    // their indices.
-    unsafe {
-        match (level, tile) {
-            (Level::Portable, _) => return false,
-            (Level::Avx2, 1) => avx2::<1>(w, group, y, row0, out),
-            (Level::Avx2, 2) => avx2::<2>(w, group, y, row0, out),
-            (Level::Avx2, 3) => avx2::<3>(w, group, y, row0, out),
-            (Level::Avx2, _) => avx2::<4>(w, group, y, row0, out),
-            (Level::Vnni, 1) => vnni::<1>(w, group, y, row0, out),
-            (Level::Vnni, 2) => vnni::<2>(w, group, y, row0, out),
-            (Level::Vnni, 3) => vnni::<3>(w, group, y, row0, out),
-            (Level::Vnni, _) => vnni::<4>(w, group, y, row0, out),
-        }
-    }
-    true
+    assert!(out.len() <= ROW_TILE * ROWS && out.len().is_multiple_of(ROWS));
+    let kernels = Kernels {
+        avx2: &[avx2::<1>, avx2::<2>, avx2::<3>, avx2::<4>],
+        vnni: &[vnni::<1>, vnni::<2>, vnni::<3>, vnni::<4>],
+    };
+    // SAFETY: the kernels check their indices.
+    unsafe { run_tile(&kernels, level, w, (group, y, row0), out, ROWS) }
 }
 
 /// The best kernel for this CPU.

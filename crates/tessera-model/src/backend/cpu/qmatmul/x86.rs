@@ -37,6 +37,42 @@ pub(super) fn level() -> Level {
     })
 }
 
+/// A kernel for `R` activation rows: `(weights, group, activations, row0, out)`.
+pub(super) type TileKernel<W> = unsafe fn(&W, usize, &Q8Rows, usize, &mut [f32]);
+
+/// The kernels of one weight type: entry `i` of a table runs `i + 1` rows.
+pub(super) struct Kernels<'a, W> {
+    pub avx2: &'a [TileKernel<W>],
+    pub vnni: &'a [TileKernel<W>],
+}
+
+/// Runs the best kernels at `level` or below on the `out.len() / rows8`
+/// activation rows from `row0`, as many rows per call as the level's table
+/// offers; false when only the portable code applies.
+///
+/// # Safety
+/// Every kernel must check the indices it uses against `w` and `y`.
+pub(super) unsafe fn run_tile<W>(
+    kernels: &Kernels<W>,
+    level: Level,
+    w: &W,
+    (group, y, row0): (usize, &Q8Rows, usize),
+    out: &mut [f32],
+    rows8: usize,
+) -> bool {
+    let table = match level.min(self::level()) {
+        Level::Portable => return false,
+        Level::Avx2 => kernels.avx2,
+        Level::Vnni => kernels.vnni,
+    };
+    // SAFETY: the table's level does not exceed what this CPU supports.
+    for (i, chunk) in out.chunks_mut(table.len() * rows8).enumerate() {
+        let tile = chunk.len() / rows8;
+        table[tile - 1](w, group, y, row0 + i * table.len(), chunk);
+    }
+    true
+}
+
 /// Four activation bytes (`4k..4k + 4` of block `yi`) in every 32-bit lane.
 ///
 /// # Safety
