@@ -77,21 +77,56 @@ fn matmul_t<W: GroupKernel>(w: &W, x: &[f32], m: usize, out: &mut [f32]) {
         return;
     }
     let y = activations::quantize(x, m, blocks);
-    let groups = rows.div_ceil(W::ROWS);
+    let shape = TileShape {
+        rows,
+        m,
+        group_rows: W::ROWS,
+        tile: W::TILE,
+    };
+    for_each_tile(shape, out, |group, row0, results| {
+        w.dot_group(group, &y, row0, results)
+    });
+}
+
+/// How a matmul's output splits into kernel calls.
+#[derive(Clone, Copy)]
+struct TileShape {
+    /// Output features (weight rows).
+    rows: usize,
+    /// Activation rows.
+    m: usize,
+    /// Weight rows per group.
+    group_rows: usize,
+    /// Most activation rows per call.
+    tile: usize,
+}
+
+/// Calls `dot(group, row0, results)` for every group of weight rows and every
+/// tile of activation rows, groups spread over rayon's threads, and writes
+/// each tile's results (`tile` runs of `group_rows`) into `out` (`m` by
+/// `rows`). Where a result lands never depends on the thread that computed it.
+fn for_each_tile(shape: TileShape, out: &mut [f32], dot: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    let TileShape {
+        rows,
+        m,
+        group_rows,
+        tile,
+    } = shape;
+    assert!(tile <= MAX_TILE && group_rows <= MAX_GROUP_ROWS);
+    let groups = rows.div_ceil(group_rows);
     // Enough tasks for rayon to balance, few enough to keep overhead low.
     let per_task = groups.div_ceil(rayon::current_num_threads() * 8).max(1);
     let out = OutColumns::new(out, rows);
     (0..groups.div_ceil(per_task))
         .into_par_iter()
         .for_each(|task| {
-            let mut tile_out = [0f32; MAX_TILE_OUT];
+            let mut tile_out = [0f32; MAX_TILE * MAX_GROUP_ROWS];
             for group in task * per_task..((task + 1) * per_task).min(groups) {
-                let cols = group * W::ROWS..((group + 1) * W::ROWS).min(rows);
-                for row0 in (0..m).step_by(W::TILE) {
-                    let tile = (m - row0).min(W::TILE);
-                    let results = &mut tile_out[..tile * W::ROWS];
-                    w.dot_group(group, &y, row0, results);
-                    for (r, lanes) in results.chunks_exact(W::ROWS).enumerate() {
+                let cols = group * group_rows..((group + 1) * group_rows).min(rows);
+                for row0 in (0..m).step_by(tile) {
+                    let results = &mut tile_out[..(m - row0).min(tile) * group_rows];
+                    dot(group, row0, results);
+                    for (r, lanes) in results.chunks_exact(group_rows).enumerate() {
                         // SAFETY: this task alone writes columns `cols`.
                         unsafe { out.write(row0 + r, cols.clone(), &lanes[..cols.len()]) };
                     }
@@ -102,8 +137,8 @@ fn matmul_t<W: GroupKernel>(w: &W, x: &[f32], m: usize, out: &mut [f32]) {
 
 /// The largest `TILE` of any kernel.
 const MAX_TILE: usize = 8;
-/// The largest `TILE * ROWS` of any kernel.
-const MAX_TILE_OUT: usize = MAX_TILE * 8;
+/// The largest `ROWS` of any kernel.
+const MAX_GROUP_ROWS: usize = 8;
 
 /// A row-major output matrix whose column ranges parallel tasks fill, each
 /// task its own columns of every row (a split `chunks_mut` cannot express).
