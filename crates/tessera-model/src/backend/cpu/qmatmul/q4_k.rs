@@ -139,15 +139,15 @@ impl SuperBlockKernel for Q4KMatrix {
         #[cfg(target_arch = "x86_64")]
         if super::activations::avx2::available() {
             use super::q4_k_avx2::dot_group;
-            // SAFETY: AVX2 is present; the kernel checks its indices.
-            unsafe {
-                match out.len() {
-                    1 => dot_group::<1>(self, group, y, row0, out),
-                    2 => dot_group::<2>(self, group, y, row0, out),
-                    3 => dot_group::<3>(self, group, y, row0, out),
-                    _ => dot_group::<ROW_TILE>(self, group, y, row0, out),
-                }
-            }
+            use super::x86::{call_tiles, TileKernel};
+            let table: [TileKernel<Self, Q8KRows, [f32; GROUP]>; ROW_TILE] = [
+                dot_group::<1>,
+                dot_group::<2>,
+                dot_group::<3>,
+                dot_group::<4>,
+            ];
+            // SAFETY: AVX2 is present; the kernels check their indices.
+            unsafe { call_tiles(&table, self, (group, y, row0), out, 1) };
             return;
         }
         dot_group_scalar(self, group, y, row0, out);

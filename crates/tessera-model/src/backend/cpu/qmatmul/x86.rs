@@ -37,8 +37,10 @@ pub(super) fn level() -> Level {
     })
 }
 
-/// A kernel for `R` activation rows: `(weights, group, activations, row0, out)`.
-pub(super) type TileKernel<W> = unsafe fn(&W, usize, &Q8Rows, usize, &mut [f32]);
+/// A kernel for `R` activation rows: `(weights, group, activations, row0,
+/// out)`, `out` holding `R` runs of `O` (a run being one activation row's
+/// results, or one `[f32; 4]` for the four-row layouts).
+pub(super) type TileKernel<W, Y = Q8Rows, O = f32> = unsafe fn(&W, usize, &Y, usize, &mut [O]);
 
 /// The kernels of one weight type: entry `i` of a table runs `i + 1` rows.
 pub(super) struct Kernels<'a, W> {
@@ -56,7 +58,7 @@ pub(super) unsafe fn run_tile<W>(
     kernels: &Kernels<W>,
     level: Level,
     w: &W,
-    (group, y, row0): (usize, &Q8Rows, usize),
+    tile: (usize, &Q8Rows, usize),
     out: &mut [f32],
     rows8: usize,
 ) -> bool {
@@ -66,11 +68,26 @@ pub(super) unsafe fn run_tile<W>(
         Level::Vnni => kernels.vnni,
     };
     // SAFETY: the table's level does not exceed what this CPU supports.
-    for (i, chunk) in out.chunks_mut(table.len() * rows8).enumerate() {
-        let tile = chunk.len() / rows8;
-        table[tile - 1](w, group, y, row0 + i * table.len(), chunk);
-    }
+    call_tiles(table, w, tile, out, rows8);
     true
+}
+
+/// Calls `table`'s kernels on the `out.len() / per_row` activation rows from
+/// `row0`, as many rows per call as the table offers.
+///
+/// # Safety
+/// The CPU must support what the kernels use, and every kernel must check the
+/// indices it uses against `w` and `y`.
+pub(super) unsafe fn call_tiles<W, Y, O>(
+    table: &[TileKernel<W, Y, O>],
+    w: &W,
+    (group, y, row0): (usize, &Y, usize),
+    out: &mut [O],
+    per_row: usize,
+) {
+    for (i, chunk) in out.chunks_mut(table.len() * per_row).enumerate() {
+        table[chunk.len() / per_row - 1](w, group, y, row0 + i * table.len(), chunk);
+    }
 }
 
 /// Four activation bytes (`4k..4k + 4` of block `yi`) in every 32-bit lane.
