@@ -10,10 +10,11 @@ use super::{GROUP, QK};
 pub(super) struct Q8Rows {
     pub blocks: usize,
     pub qs: Vec<[i8; QK]>,
-    /// Scale, rounded through f16 as candle stores it, once per SIMD lane.
+    /// Scale, rounded through f16 as candle stores it, once per lane of the
+    /// four-row layout (Q4_0's kernel loads two blocks' scales as one vector).
     pub d: Vec<[f32; GROUP]>,
-    /// Q8_1's `sum(qs) * d`, rounded through f16 as candle computes it, per lane.
-    pub s: Vec<[f32; GROUP]>,
+    /// Q8_1's `sum(qs) * d`, rounded through f16 as candle computes it.
+    pub s: Vec<f32>,
     /// `sum(qs)` exactly: Q4_0's kernel subtracts `8 * sum` from its unsigned dot.
     pub sums: Vec<i32>,
 }
@@ -25,7 +26,7 @@ pub(super) fn quantize(x: &[f32], m: usize, blocks: usize) -> Q8Rows {
         blocks,
         qs: vec![[0i8; QK]; n],
         d: vec![[0f32; GROUP]; n],
-        s: vec![[0f32; GROUP]; n],
+        s: vec![0f32; n],
         sums: vec![0; n],
     };
     if m > 1 {
@@ -45,7 +46,7 @@ fn quantize_row(
     x: &[f32],
     qs: &mut [[i8; QK]],
     d: &mut [[f32; GROUP]],
-    s: &mut [[f32; GROUP]],
+    s: &mut [f32],
     sums: &mut [i32],
 ) {
     let blocks = x.chunks_exact(QK).zip(qs).zip(d).zip(s).zip(sums);
@@ -58,7 +59,7 @@ fn quantize_row(
         round_block(xs, inverse, qs);
         let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
         *d = [scale16.to_f32(); GROUP];
-        *s = [(f16::from_f32(sum as f32) * scale16).to_f32(); GROUP];
+        *s = (f16::from_f32(sum as f32) * scale16).to_f32();
         *block_sum = sum;
     }
 }

@@ -151,7 +151,7 @@ pub(super) fn dot_group_scalar(
                     .map(|t| i32::from(w.value(at, lane, t)) * i32::from(yq[t]))
                     .sum();
                 acc = (w.d[at][lane] * y.d[y0 + b][0]).mul_add(sumi as f32, acc);
-                acc = w.m[at][lane].mul_add(y.s[y0 + b][0], acc);
+                acc = w.m[at][lane].mul_add(y.s[y0 + b], acc);
             }
             *result = acc;
         }

@@ -97,7 +97,7 @@ unsafe fn block_step(
     let dw = _mm256_loadu_ps(w.d.as_ptr().add(at).cast());
     let mw = _mm256_loadu_ps(w.m.as_ptr().add(at).cast());
     let acc = scale_add(acc, dw, y.d[yi][0], sumi);
-    _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s[yi][0]), acc)
+    _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s[yi]), acc)
 }
 
 /// # Safety
