@@ -176,21 +176,24 @@ impl<'a> OutColumns<'a> {
     }
 }
 
-/// Checks GGUF bytes against a shape; returns blocks per row.
+/// Checks GGUF bytes against a shape of `rows` by `cols` in blocks of
+/// `block_values` values and `block_bytes` bytes; returns blocks per row.
 fn check_shape(
     data: &[u8],
-    rows: usize,
-    cols: usize,
-    block_bytes: usize,
+    (rows, cols): (usize, usize),
+    (block_values, block_bytes): (usize, usize),
     dtype: &str,
 ) -> Result<usize, String> {
-    if !cols.is_multiple_of(QK) {
+    if !cols.is_multiple_of(block_values) {
         return Err(format!(
-            "{dtype} needs a multiple of {QK} columns, got {cols}"
+            "{dtype} needs a multiple of {block_values} columns, got {cols}"
         ));
     }
-    let blocks = cols / QK;
-    if data.len() != rows * blocks * block_bytes {
+    let blocks = cols / block_values;
+    let expected = blocks
+        .checked_mul(block_bytes)
+        .and_then(|row_bytes| rows.checked_mul(row_bytes));
+    if Some(data.len()) != expected {
         return Err(format!(
             "{} bytes do not hold a {rows}x{cols} {dtype} matrix",
             data.len()

@@ -30,7 +30,7 @@ pub struct Q4_0Matrix {
 impl Q4_0Matrix {
     /// Repacks GGUF Q4_0 bytes (row-major runs of 18-byte blocks).
     pub fn from_gguf_bytes(data: &[u8], rows: usize, cols: usize) -> Result<Self, String> {
-        let blocks = check_shape(data, rows, cols, BLOCK_BYTES, "Q4_0")?;
+        let blocks = check_shape(data, (rows, cols), (QK, BLOCK_BYTES), "Q4_0")?;
         let padded = rows.div_ceil(GROUP) * blocks;
         let mut w = Self {
             rows,

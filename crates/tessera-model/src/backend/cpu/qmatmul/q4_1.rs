@@ -46,7 +46,7 @@ pub struct Q4_1Matrix {
 impl Q4_1Matrix {
     /// Repacks GGUF Q4_1 bytes (row-major runs of 20-byte blocks).
     pub fn from_gguf_bytes(data: &[u8], rows: usize, cols: usize) -> Result<Self, String> {
-        let blocks = check_shape(data, rows, cols, BLOCK_BYTES, "Q4_1")?;
+        let blocks = check_shape(data, (rows, cols), (QK, BLOCK_BYTES), "Q4_1")?;
         let padded = rows.div_ceil(ROWS) * blocks;
         let mut w = Self {
             rows,

@@ -14,8 +14,8 @@ use half::f16;
 
 use super::nibbles::{self, CHUNK_BYTES};
 use super::q8_k::{Q8KRows, QK_K};
-use super::superblocks::{self, check_shape, SuperBlockKernel};
-use super::{GROUP, QK, ROW_TILE};
+use super::superblocks::{self, SuperBlockKernel};
+use super::{check_shape, GROUP, QK, ROW_TILE};
 
 /// Bytes of one GGUF Q4_K block: f16 d, f16 dmin, 12 bytes of packed 6-bit
 /// scales and mins, 128 bytes of nibbles.
@@ -70,7 +70,7 @@ fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 impl Q4KMatrix {
     /// Repacks GGUF Q4_K bytes (row-major runs of 144-byte blocks).
     pub fn from_gguf_bytes(data: &[u8], rows: usize, cols: usize) -> Result<Self, String> {
-        let super_blocks = check_shape(data, rows, cols, BLOCK_BYTES, "Q4_K")?;
+        let super_blocks = check_shape(data, (rows, cols), (QK_K, BLOCK_BYTES), "Q4_K")?;
         let mut w = Self {
             rows,
             super_blocks,

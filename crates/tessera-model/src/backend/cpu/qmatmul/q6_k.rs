@@ -15,8 +15,8 @@ use half::f16;
 
 use super::nibbles::{self, CHUNK_BYTES};
 use super::q8_k::{Q8KRows, QK_K};
-use super::superblocks::{self, check_shape, SuperBlockKernel};
-use super::{GROUP, QK, ROW_TILE};
+use super::superblocks::{self, SuperBlockKernel};
+use super::{check_shape, GROUP, QK, ROW_TILE};
 
 /// Bytes of one GGUF Q6_K block: 128 bytes of low nibbles, 64 of high bit
 /// pairs, 16 i8 scales, f16 d.
@@ -67,7 +67,7 @@ pub struct Q6KMatrix {
 impl Q6KMatrix {
     /// Repacks GGUF Q6_K bytes (row-major runs of 210-byte blocks).
     pub fn from_gguf_bytes(data: &[u8], rows: usize, cols: usize) -> Result<Self, String> {
-        let super_blocks = check_shape(data, rows, cols, BLOCK_BYTES, "Q6_K")?;
+        let super_blocks = check_shape(data, (rows, cols), (QK_K, BLOCK_BYTES), "Q6_K")?;
         let mut w = Self {
             rows,
             super_blocks,

@@ -36,7 +36,7 @@ pub struct Q8_0Matrix {
 impl Q8_0Matrix {
     /// Repacks GGUF Q8_0 bytes (row-major runs of 34-byte blocks).
     pub fn from_gguf_bytes(data: &[u8], rows: usize, cols: usize) -> Result<Self, String> {
-        let blocks = check_shape(data, rows, cols, BLOCK_BYTES, "Q8_0")?;
+        let blocks = check_shape(data, (rows, cols), (QK, BLOCK_BYTES), "Q8_0")?;
         let padded = rows.div_ceil(ROWS) * blocks;
         let mut w = Self {
             rows,

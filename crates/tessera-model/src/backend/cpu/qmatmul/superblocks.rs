@@ -34,26 +34,3 @@ pub(super) fn matmul_t(w: &impl SuperBlockKernel, x: &[f32], m: usize, out: &mut
         w.dot_group(group, &y, row0, results.as_chunks_mut::<GROUP>().0)
     });
 }
-
-/// Checks GGUF bytes against a shape; returns super-blocks per row.
-pub(super) fn check_shape(
-    data: &[u8],
-    rows: usize,
-    cols: usize,
-    block_bytes: usize,
-    dtype: &str,
-) -> Result<usize, String> {
-    if !cols.is_multiple_of(QK_K) {
-        return Err(format!(
-            "{dtype} needs a multiple of {QK_K} columns, got {cols}"
-        ));
-    }
-    let super_blocks = cols / QK_K;
-    if Some(data.len()) != rows.checked_mul(super_blocks * block_bytes) {
-        return Err(format!(
-            "{} bytes do not hold a {rows}x{cols} {dtype} matrix",
-            data.len()
-        ));
-    }
-    Ok(super_blocks)
-}
