@@ -3,7 +3,8 @@
 // fixed order (common.cuh), so a row's result never depends on the batch.
 //
 // Semantics are the CPU backend's (backend/cpu/ops.rs): in f32,
-// rms = sqrt(mean(x^2) + eps) and out = x / rms * w, in that order.
+// rms = sqrt(mean(x^2) + eps) and out = x / rms * w, in that order. The gains
+// w are f32, as the CPU's: a vector per layer costs nothing to keep exact.
 #include "common.cuh"
 
 // Sum of squares of one row, then the block's rms.
@@ -17,14 +18,14 @@ __device__ __forceinline__ float row_rms(const float* x, int n, float eps, float
 // out = bf16(x / rms(x) * w) per row: the f32 residual normalized into the
 // bf16 input of the next GEMM.
 extern "C" __global__ void rms_norm_f32_bf16(
-    bf16* __restrict__ out, const float* __restrict__ x, const bf16* __restrict__ w,
+    bf16* __restrict__ out, const float* __restrict__ x, const float* __restrict__ w,
     int n, float eps) {
     __shared__ float scratch[32];
     const float* row = x + (size_t)blockIdx.x * n;
     const float rms = row_rms(row, n, eps, scratch);
     bf16* o = out + (size_t)blockIdx.x * n;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        o[i] = f32_to_bf16(row[i] / rms * bf16_to_f32(w[i]));
+        o[i] = f32_to_bf16(row[i] / rms * w[i]);
     }
 }
 
@@ -32,7 +33,7 @@ extern "C" __global__ void rms_norm_f32_bf16(
 // block output added to the residual stream and normalized in one pass.
 extern "C" __global__ void add_rms_norm_f32_bf16(
     bf16* __restrict__ out, float* __restrict__ residual, const bf16* __restrict__ x,
-    const bf16* __restrict__ w, int n, float eps) {
+    const float* __restrict__ w, int n, float eps) {
     __shared__ float scratch[32];
     float* row = residual + (size_t)blockIdx.x * n;
     const bf16* xr = x + (size_t)blockIdx.x * n;
@@ -46,7 +47,7 @@ extern "C" __global__ void add_rms_norm_f32_bf16(
     const float rms = sqrtf(s / (float)n + eps);
     bf16* o = out + (size_t)blockIdx.x * n;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        o[i] = f32_to_bf16(row[i] / rms * bf16_to_f32(w[i]));
+        o[i] = f32_to_bf16(row[i] / rms * w[i]);
     }
 }
 
@@ -54,7 +55,7 @@ extern "C" __global__ void add_rms_norm_f32_bf16(
 // heads [offset_heads, offset_heads + num_heads). One warp per (row, head),
 // blockDim.x a multiple of 32; grid.x = rows, grid.y = ceil(heads / warps).
 extern "C" __global__ void head_rms_norm_bf16(
-    bf16* __restrict__ x, const bf16* __restrict__ w, int cols, int offset_heads,
+    bf16* __restrict__ x, const float* __restrict__ w, int cols, int offset_heads,
     int num_heads, int head_dim, float eps) {
     const int lane = threadIdx.x % WARP;
     const int head = blockIdx.y * (blockDim.x / WARP) + threadIdx.x / WARP;
@@ -68,6 +69,6 @@ extern "C" __global__ void head_rms_norm_bf16(
     s = warp_sum(s);
     const float rms = sqrtf(s / (float)head_dim + eps);
     for (int i = lane; i < head_dim; i += WARP) {
-        h[i] = f32_to_bf16(bf16_to_f32(h[i]) / rms * bf16_to_f32(w[i]));
+        h[i] = f32_to_bf16(bf16_to_f32(h[i]) / rms * w[i]);
     }
 }

@@ -50,7 +50,7 @@ impl<B: Backend> LlamaModel<B> {
         let eps = c.rms_norm_eps;
         let mut residual = b.embedding(&w.embedding, &batch.token_ids)?;
         let Some(first) = w.layers.first() else {
-            return b.linear(&b.rms_norm(&residual, &w.final_norm, eps)?, &w.lm_head);
+            return b.logits(&b.rms_norm(&residual, &w.final_norm, eps)?, &w.lm_head);
         };
         let mut x = b.rms_norm(&residual, &first.attn_norm, eps)?;
         for (i, layer) in w.layers.iter().enumerate() {
@@ -72,7 +72,7 @@ impl<B: Backend> LlamaModel<B> {
             x = b.add_rms_norm(&mut residual, &down, next_norm, eps)?;
         }
         let last = b.gather_rows(&x, &batch.logit_rows)?;
-        b.linear(&last, &w.lm_head)
+        b.logits(&last, &w.lm_head)
     }
 }
 

@@ -1,11 +1,13 @@
 //! The device operations the model forward is written over.
 //!
-//! [`crate::llama`] calls only these, so a backend (CPU now, CUDA later) implements
-//! this trait and nothing else. Every operation works row by row with a fixed
+//! [`crate::llama`] calls only these, so a backend (the CPU; CUDA with
+//! `--features cuda`) implements this trait and nothing else. Every operation works row by row with a fixed
 //! reduction order, so a sequence's results never depend on which other rows share
 //! the batch (DESIGN.md, "Determinism").
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::batch::FlatBatch;
 use crate::error::Result;
@@ -145,6 +147,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
     /// `x @ w^T + bias`.
     fn linear(&self, x: &Self::Tensor, w: &Self::Linear) -> Result<Self::Tensor>;
+    /// The LM head: `x @ lm_head^T`, the logits that go to the host. The
+    /// default is [`Backend::linear`]; a backend whose activations are
+    /// narrower than f32 (CUDA's bf16) writes these in f32.
+    fn logits(&self, x: &Self::Tensor, lm_head: &Self::Linear) -> Result<Self::Tensor> {
+        self.linear(x, lm_head)
+    }
     /// Rotates the Q and K heads of a fused `[tokens, (H + 2*KV) * D]` projection in
     /// place, then writes each token's K and V into its KV slot.
     fn rotary_and_cache_write(
