@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
 use tessera_model::backend::cpu::CpuBackend;
-use tessera_model::backend::KvCacheDtype;
+use tessera_model::backend::{Backend, KvCacheDtype};
 use tessera_model::chat::ChatTemplate;
 use tessera_model::config::ModelConfig;
 use tessera_model::device::{self, Device, DeviceSpec};
@@ -63,6 +63,24 @@ pub struct EngineArgs {
     /// else the CPU).
     #[arg(long, env = "TESSERA_DEVICE", default_value_t = DeviceSpec::Cpu)]
     pub device: DeviceSpec,
+    /// On a GPU: the share of its memory tessera may use in all (weights,
+    /// activations, KV cache); the KV cache gets what the rest leaves, unless
+    /// --kv-cache-memory sets it.
+    #[arg(long, env = "TESSERA_GPU_MEMORY_UTILIZATION", default_value_t = 0.9, value_parser = parse_fraction)]
+    pub gpu_memory_utilization: f64,
+}
+
+/// A share in (0, 1].
+fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in (0, 1]"))
+    }
 }
 
 /// Sizes the process's compute pool, which every CPU kernel runs on.
@@ -97,23 +115,51 @@ pub struct Serving {
 
 /// Loads the model and starts the engine, reporting the KV pool on stderr.
 pub fn start(args: &EngineArgs) -> Result<Serving> {
-    choose_device(args.device)?;
+    let chosen = choose_device(args)?;
     let path = model_path::resolve(args.model.as_deref())?;
     let source = ModelSource::detect(&path)?;
-    let load_start = Instant::now();
     if let Some(threads) = args.threads {
         size_thread_pool(usize::from(threads))?;
     }
-    let backend = CpuBackend::new();
-    let bundle = load_bundle(&backend, &source, args.max_model_len)
+    match chosen {
+        Chosen::Cpu => start_on(
+            CpuBackend::new(),
+            args,
+            path,
+            &source,
+            |_, config, per_token| {
+                Ok(match args.kv_cache_memory {
+                    Some(bytes) => bytes,
+                    None => default_kv_budget(
+                        per_token,
+                        config.max_position_embeddings,
+                        args.max_num_seqs,
+                    ),
+                })
+            },
+        ),
+        #[cfg(feature = "cuda")]
+        Chosen::Cuda(backend) => cuda::start(*backend, args, path, &source),
+    }
+}
+
+/// [`start`] on a chosen backend; `budget` gives the KV pool's bytes from
+/// the backend (its free memory), the loaded model's configuration and the
+/// bytes one token's K and V take.
+fn start_on<B: Backend + 'static>(
+    backend: B,
+    args: &EngineArgs,
+    path: PathBuf,
+    source: &ModelSource,
+    budget: impl FnOnce(&B, &ModelConfig, u64) -> Result<u64>,
+) -> Result<Serving> {
+    let load_start = Instant::now();
+    let bundle = load_bundle(&backend, source, args.max_model_len)
         .with_context(|| format!("loading {}", path.display()))?;
     let config = bundle.model.config.clone();
     let max_len = config.max_position_embeddings;
     let per_token = kv_bytes_per_token(&config, args.kv_cache_dtype);
-    let budget = match args.kv_cache_memory {
-        Some(bytes) => bytes,
-        None => default_kv_budget(per_token, max_len, args.max_num_seqs),
-    };
+    let budget = budget(&backend, &config, per_token)?;
     let num_blocks =
         usize::try_from(budget / (per_token * BLOCK_SIZE as u64)).unwrap_or(usize::MAX);
     if num_blocks == 0 {
@@ -122,6 +168,7 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
             per_token * BLOCK_SIZE as u64
         );
     }
+    let name = backend.name();
     let runner = ModelRunner::new(
         backend,
         bundle.model,
@@ -133,14 +180,19 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
         },
     )?;
     let tokenizer = Arc::new(bundle.tokenizer);
+    let on_cpu = name == "cpu";
     eprintln!(
-        "tessera: loaded {} in {:.2}s; KV cache {num_blocks} blocks x {BLOCK_SIZE} = {} tokens ({:.1} MiB, {}); context {max_len}; {} compute threads",
+        "tessera: loaded {} in {:.2}s; KV cache {num_blocks} blocks x {BLOCK_SIZE} = {} tokens ({:.1} MiB, {}); context {max_len}; {}",
         path.display(),
         load_start.elapsed().as_secs_f64(),
         num_blocks * BLOCK_SIZE,
         (num_blocks * BLOCK_SIZE) as f64 * per_token as f64 / (1024.0 * 1024.0),
-        args.kv_cache_dtype,
-        rayon::current_num_threads(),
+        if on_cpu { args.kv_cache_dtype.to_string() } else { "bf16".to_string() },
+        if on_cpu {
+            format!("{} compute threads", rayon::current_num_threads())
+        } else {
+            format!("on {name}")
+        },
     );
     let engine = spawn(
         runner,
@@ -159,46 +211,115 @@ pub fn start(args: &EngineArgs) -> Result<Serving> {
         tokenizer,
         chat_template: bundle.chat_template,
         model_path: path,
-        backend: "cpu",
+        backend: if on_cpu { "cpu" } else { "cuda" },
         kv_tokens: num_blocks * BLOCK_SIZE,
     })
 }
 
+/// The device the model will run on, ready before anything is loaded.
+enum Chosen {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda(Box<tessera_model::backend::cuda::CudaBackend>),
+}
+
 /// Resolves `--device` before anything is loaded, so a device that cannot be
-/// used fails start-up at once. Only the CPU runs models so far: a CUDA device
-/// is opened and its kernels compiled and loaded (the start-up path the CUDA
-/// backend will take), then refused, or under `auto` passed over.
-fn choose_device(spec: DeviceSpec) -> Result<()> {
+/// used fails start-up at once: a CUDA device is opened and its backend set
+/// up (every kernel compiled or read from the PTX cache, cuBLASLt). Under
+/// `auto`, a device that opens but cannot be set up is passed over for the
+/// CPU, with the reason.
+fn choose_device(args: &EngineArgs) -> Result<Chosen> {
+    let spec = args.device;
     let selection = device::select(spec)?;
     match selection.device {
         Device::Cpu => {
             if spec != DeviceSpec::Cpu {
                 eprintln!("tessera: device {}", selection.reason);
             }
-            Ok(())
+            Ok(Chosen::Cpu)
         }
         #[cfg(feature = "cuda")]
-        Device::Cuda(cuda) => cuda_without_backend(spec, &cuda),
+        Device::Cuda(dev) => cuda::choose(spec, args, dev, &selection.reason),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_without_backend(spec: DeviceSpec, cuda: &tessera_model::cuda::CudaDevice) -> Result<()> {
-    use tessera_model::cuda::{ptx_cache::PtxCache, LoadedKernels};
-    let cache = PtxCache::default_dir().map(PtxCache::new);
-    let loaded = LoadedKernels::load(cuda, cache.as_ref());
-    let status = match &loaded {
-        Ok(k) => format!("{cuda} is ready ({} kernels loaded)", k.len()),
-        Err(e) => format!("{cuda}: {e}"),
+mod cuda {
+    //! The CUDA side of start-up: the backend built on the opened device, and
+    //! the KV pool sized from the GPU's free memory.
+
+    use super::*;
+    use tessera_model::backend::cuda::{
+        activation_bytes, kv_cache_budget, CudaBackend, ForwardLimits,
     };
-    if spec == DeviceSpec::Auto {
-        eprintln!(
-            "tessera: device cpu (auto: {status}, but the CUDA model backend is not written yet)"
-        );
-        return Ok(());
+    use tessera_model::cuda::ptx_cache::PtxCache;
+    use tessera_model::cuda::CudaDevice;
+
+    /// The backend on `dev`, or (under `auto`) the CPU when it cannot be set up.
+    pub(super) fn choose(
+        spec: DeviceSpec,
+        args: &EngineArgs,
+        dev: CudaDevice,
+        reason: &str,
+    ) -> Result<Chosen> {
+        if args.kv_cache_dtype == KvCacheDtype::F32 {
+            let why = "--kv-cache-dtype f32: the CUDA backend keeps K and V in bf16; use f16 (the default, bf16 on a GPU)";
+            if spec == DeviceSpec::Auto {
+                eprintln!("tessera: device cpu (auto: {reason} passed over: {why})");
+                return Ok(Chosen::Cpu);
+            }
+            bail!("--device {spec}: {why}");
+        }
+        let described = dev.to_string();
+        let cache = PtxCache::default_dir().map(PtxCache::new);
+        match CudaBackend::new(dev, cache.as_ref()) {
+            Ok(backend) => {
+                eprintln!("tessera: device {reason}");
+                Ok(Chosen::Cuda(Box::new(backend)))
+            }
+            Err(e) if spec == DeviceSpec::Auto => {
+                eprintln!("tessera: device cpu (auto: {described}: {e})");
+                Ok(Chosen::Cpu)
+            }
+            Err(e) => bail!("--device {spec}: {described}: {e}"),
+        }
     }
-    loaded.map_err(|e| anyhow::anyhow!("--device {spec}: {cuda}: {e}"))?;
-    bail!("--device {spec}: {status}, but tessera cannot run a model on CUDA yet (its CUDA backend is not written); use --device cpu")
+
+    /// Loads onto `backend`; the KV pool gets --kv-cache-memory, or what
+    /// --gpu-memory-utilization leaves after the weights and a forward's
+    /// activations.
+    pub(super) fn start(
+        backend: CudaBackend,
+        args: &EngineArgs,
+        path: PathBuf,
+        source: &ModelSource,
+    ) -> Result<Serving> {
+        let budget =
+            |backend: &CudaBackend, config: &ModelConfig, _per_token: u64| -> Result<u64> {
+                let memory = backend.memory_info()?;
+                if let Some(bytes) = args.kv_cache_memory {
+                    if bytes > memory.free {
+                        bail!(
+                            "--kv-cache-memory {bytes} bytes: {} has {} MiB free after loading",
+                            backend.name(),
+                            memory.free >> 20
+                        );
+                    }
+                    return Ok(bytes);
+                }
+                let limits = ForwardLimits {
+                    max_tokens: args.max_num_batched_tokens,
+                    max_logit_rows: args.max_num_seqs,
+                    max_model_len: config.max_position_embeddings,
+                };
+                Ok(kv_cache_budget(
+                    memory,
+                    args.gpu_memory_utilization,
+                    activation_bytes(config, &limits),
+                )?)
+            };
+        start_on(backend, args, path, source, budget)
+    }
 }
 
 /// Bytes of K and V for one token over all layers.

@@ -44,6 +44,7 @@ pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
         max_waiting_requests: max_waiting,
         threads: None,
         device: Default::default(),
+        gpu_memory_utilization: 0.9,
     }
 }
 
