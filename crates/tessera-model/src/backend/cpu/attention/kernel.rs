@@ -1,15 +1,22 @@
 //! Attention of one query-head group over its keys: the work item of
 //! [`super::CpuKvCache::attention`].
 //!
-//! The portable kernel is plain Rust; on x86-64 with AVX2 and FMA a SIMD
-//! kernel (`kernel_avx2`) is chosen at run time. Both compute each head start
-//! to end in position order with fixed accumulators, so a result depends only
-//! on its own query and keys, never on what else is in the batch; the two
-//! kernels round differently (FMA), which is why the choice is per machine,
-//! never per call.
+//! K is stored transposed within each block (`[dim][offset]`, see the module
+//! above), so a score is a column of FMAs with nothing to reduce across
+//! lanes: a SIMD kernel computes 8 or 16 keys' scores at once, one key per
+//! lane. V is stored row by row, and every query head of the group
+//! accumulates from each V row while it is in registers.
 //!
-//! K and V are stored as f32 or f16 ([`KvValue`]); both kernels widen each
-//! value to f32 as they read it, so all arithmetic is in f32 either way.
+//! The arithmetic is fixed, whatever the kernel or the batch:
+//! - score: four FMA chains over the dimensions (`i % 4`), summed as
+//!   `(c0 + c2) + (c1 + c3)`, times the scale;
+//! - softmax over the head's scores in position order ([`softmax`]);
+//! - output: one FMA chain per dimension, over the keys in position order.
+//!
+//! So the portable kernel and the SIMD ones (`kernel_simd`, chosen at run
+//! time) give the same bits, and a result never depends on its batch.
+//! K and V are stored as f32 or f16 ([`KvValue`]) and widened as they are
+//! read; all arithmetic is in f32.
 
 use half::f16;
 
@@ -23,6 +30,12 @@ pub(crate) trait KvValue: Copy + Default + Send + Sync + 'static {
     /// The CPU must support AVX (and F16C for f16); `p..p + 8` must be readable.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    /// Sixteen consecutive values from `p`, widened to f32.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `p..p + 16` must be readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
 impl KvValue for f32 {
@@ -38,6 +51,11 @@ impl KvValue for f32 {
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        std::arch::x86_64::_mm512_loadu_ps(p)
     }
 }
 
@@ -56,26 +74,68 @@ impl KvValue for f16 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
+    }
+}
+
+/// Consecutive keys of one block: their K tile starts at `tile` in the K pool
+/// (`head_dim` rows of `block_size` offsets), and they are offsets
+/// `start..start + len` of it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyRun {
+    pub tile: usize,
+    pub start: usize,
+    pub len: usize,
 }
 
 /// The query heads sharing one KV head, and the keys they attend to.
 pub(super) struct HeadGroup<'a, T> {
     /// `heads * head_dim` query values, head after head.
     pub q: &'a [f32],
-    /// Offsets into the pools of the K and V rows, in position order.
-    pub rows: &'a [usize],
+    /// The keys, in position order, block by block.
+    pub keys: &'a [KeyRun],
+    /// Offset of each key's V row in the V pool, in position order.
+    pub v_rows: &'a [usize],
     pub k_pool: &'a [T],
     pub v_pool: &'a [T],
     pub head_dim: usize,
+    pub block_size: usize,
     pub scale: f32,
+}
+
+impl<T> HeadGroup<'_, T> {
+    /// Query heads in the group.
+    pub fn heads(&self) -> usize {
+        self.q.len() / self.head_dim
+    }
+
+    /// Panics unless every K tile and V row lies within its pool and the
+    /// runs hold exactly the V rows' keys: the kernels index without checks.
+    pub fn check(&self) {
+        let (d, bs) = (self.head_dim, self.block_size);
+        assert!(d > 0 && self.q.len().is_multiple_of(d));
+        let (mut keys, mut last_tile) = (0, 0);
+        for run in self.keys {
+            assert!(run.start + run.len <= bs);
+            keys += run.len;
+            last_tile = last_tile.max(run.tile);
+        }
+        assert!(self.keys.is_empty() || last_tile + d * bs <= self.k_pool.len());
+        assert_eq!(keys, self.v_rows.len());
+        let last_row = self.v_rows.iter().copied().max().unwrap_or(0);
+        assert!(self.v_rows.is_empty() || last_row + d <= self.v_pool.len());
+    }
 }
 
 /// Writes each head's attention output (`heads * head_dim` values) to `out`.
 /// `scores` is scratch space, reused across calls.
 pub(super) fn attend<T: KvValue>(g: &HeadGroup<T>, scores: &mut Vec<f32>, out: &mut [f32]) {
-    debug_assert_eq!(out.len(), g.q.len());
     #[cfg(target_arch = "x86_64")]
-    if super::kernel_avx2::available() && super::kernel_avx2::attend(g, scores, out) {
+    if super::kernel_simd::attend(g, scores, out) {
         return;
     }
     attend_portable(g, scores, out);
@@ -87,87 +147,74 @@ pub(super) fn attend_portable<T: KvValue>(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let d = g.head_dim;
-    for (h, o) in out.chunks_mut(d).enumerate() {
+    g.check();
+    let (d, bs, n) = (g.head_dim, g.block_size, g.v_rows.len());
+    scores.clear();
+    scores.resize(g.heads() * n, 0.0);
+    for (h, o) in out.chunks_exact_mut(d).enumerate() {
         let q = &g.q[h * d..(h + 1) * d];
-        scores.clear();
-        scores.extend(
-            g.rows
-                .iter()
-                .map(|&r| dot(q, &g.k_pool[r..r + d]) * g.scale),
-        );
-        softmax(scores);
-        let terms = g
-            .rows
+        let p = &mut scores[h * n..(h + 1) * n];
+        let offsets = g
+            .keys
             .iter()
-            .zip(scores.iter())
-            .map(|(&r, &p)| (p, &g.v_pool[r..r + d]));
-        weighted_sum(o, terms);
-    }
-}
-
-/// In place: `exp(s - max) / sum` over `scores`.
-pub(super) fn softmax(scores: &mut [f32]) {
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    for s in scores.iter_mut() {
-        *s -= max;
-    }
-    super::super::vexp::exp_in_place(scores);
-    let mut denom = 0f32;
-    for s in scores.iter() {
-        denom += *s;
-    }
-    for s in scores.iter_mut() {
-        *s /= denom;
-    }
-}
-
-/// `o = sum of w * v` over `terms`, each element summed in term order. The
-/// common head sizes get a fixed-size accumulator the compiler keeps in
-/// registers instead of reloading `o` for every term; the bits are the same.
-fn weighted_sum<'a, T: KvValue>(o: &mut [f32], terms: impl Iterator<Item = (f32, &'a [T])>) {
-    match o.len() {
-        64 => weighted_sum_fixed::<64, T>(o, terms),
-        128 => weighted_sum_fixed::<128, T>(o, terms),
-        _ => {
-            o.fill(0.0);
-            for (w, v) in terms {
-                for (acc, x) in o.iter_mut().zip(v) {
-                    *acc += w * x.to_f32();
-                }
+            .flat_map(|run| (run.start..run.start + run.len).map(move |at| run.tile + at));
+        for (s, at) in p.iter_mut().zip(offsets) {
+            let mut chains = [0f32; 4];
+            for (i, &qi) in q.iter().enumerate() {
+                chains[i % 4] = qi.mul_add(g.k_pool[at + i * bs].to_f32(), chains[i % 4]);
+            }
+            *s = ((chains[0] + chains[2]) + (chains[1] + chains[3])) * g.scale;
+        }
+        softmax(p);
+        o.fill(0.0);
+        for (&w, &r) in p.iter().zip(g.v_rows) {
+            for (acc, v) in o.iter_mut().zip(&g.v_pool[r..r + d]) {
+                *acc = w.mul_add(v.to_f32(), *acc);
             }
         }
     }
 }
 
-fn weighted_sum_fixed<'a, const D: usize, T: KvValue>(
-    o: &mut [f32],
-    terms: impl Iterator<Item = (f32, &'a [T])>,
-) {
-    let mut acc = [0f32; D];
-    for (w, v) in terms {
-        for (a, x) in acc.iter_mut().zip(&v[..D]) {
-            *a += w * x.to_f32();
-        }
+/// In place: `exp(s - max) / sum` over `scores`.
+///
+/// The max and the sum run in [`LANES`] independent lanes (the sum's lanes
+/// then combined pairwise): a fixed order the compiler vectorizes, where one
+/// running sum would wait on every add.
+pub(super) fn softmax(scores: &mut [f32]) {
+    let max = fold_lanes(scores, f32::NEG_INFINITY, f32::max);
+    for s in scores.iter_mut() {
+        *s -= max;
     }
-    o.copy_from_slice(&acc);
+    super::super::vexp::exp_in_place(scores);
+    let denom = fold_lanes(scores, 0.0, |a, b| a + b);
+    for s in scores.iter_mut() {
+        *s /= denom;
+    }
 }
 
-/// `a . b` with eight running sums, combined pairwise at the end: a fixed order
-/// (so results never depend on the batch) that the compiler can keep in SIMD
-/// lanes, unlike one sequential sum whose every add waits on the last.
-fn dot<T: KvValue>(a: &[f32], b: &[T]) -> f32 {
-    const LANES: usize = 8;
-    let mut acc = [0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i].to_f32();
+/// Lanes of [`softmax`]'s reductions.
+const LANES: usize = 16;
+
+/// `op` over `values` in `LANES` running lanes (value `i` into lane
+/// `i % LANES`), the lanes then combined pairwise.
+fn fold_lanes(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = op(*l, v);
         }
     }
-    for (i, (x, y)) in a_rest.iter().zip(b_rest).enumerate() {
-        acc[i] += x * y.to_f32();
+    for (l, &v) in lanes.iter_mut().zip(rest) {
+        *l = op(*l, v);
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] = op(lanes[i], lanes[i + width]);
+        }
+    }
+    lanes[0]
 }

@@ -1,9 +1,12 @@
 //! Paged KV cache and attention on the CPU.
 //!
-//! Each layer's K and V pools are laid out `[slot][kv_head][head_dim]`, a slot
-//! being `block * block_size + offset`. Attention walks a sequence's block table
-//! position by position, so prefill, chunked prefill and decode are one code path.
-//! Values are stored as f16 or f32 ([`KvCacheDtype`]) and widened as they are read.
+//! A slot is `block * block_size + offset`. Each layer's V pool is laid out
+//! `[slot][kv_head][head_dim]`; its K pool holds, per block and KV head, a
+//! transposed tile `[head_dim][block_size]`, so that the keys of a block are
+//! consecutive in every dimension and a SIMD kernel scores one key per lane.
+//! Attention walks a sequence's block table in position order, so prefill,
+//! chunked prefill and decode are one code path. Values are stored as f16 or
+//! f32 ([`KvCacheDtype`]) and widened as they are read.
 
 use rayon::prelude::*;
 
@@ -14,11 +17,11 @@ use crate::batch::FlatBatch;
 use crate::error::{ModelError, Result};
 
 use super::CpuTensor;
-use kernel::{HeadGroup, KvValue};
+use kernel::{HeadGroup, KeyRun, KvValue};
 
 mod kernel;
 #[cfg(target_arch = "x86_64")]
-mod kernel_avx2;
+mod kernel_simd;
 #[cfg(test)]
 mod tests;
 
@@ -118,6 +121,11 @@ fn slot_width(pool: &KvCacheShape) -> usize {
     pool.num_kv_heads * pool.head_dim
 }
 
+/// Offset in the K pool of the transposed tile of `block` and `kv_head`.
+fn k_tile(pool: &KvCacheShape, block: usize, kv_head: usize) -> usize {
+    (block * pool.num_kv_heads + kv_head) * pool.head_dim * pool.block_size
+}
+
 fn write<T: KvValue>(
     pool: &KvCacheShape,
     k_pool: &mut [T],
@@ -136,19 +144,51 @@ fn write<T: KvValue>(
                 "KV slot {slot} outside the pool of {num_slots}"
             )));
         }
-        let dst = slot * width..(slot + 1) * width;
         let (k, v) = (
             &row[k_start..k_start + width],
             &row[k_start + width..k_start + 2 * width],
         );
-        for (d, &x) in k_pool[dst.clone()].iter_mut().zip(k) {
-            *d = T::from_f32(x);
+        let (block, offset) = (slot / pool.block_size, slot % pool.block_size);
+        for (kv_head, k) in k.chunks_exact(pool.head_dim).enumerate() {
+            let tile = k_tile(pool, block, kv_head);
+            for (i, &x) in k.iter().enumerate() {
+                k_pool[tile + i * pool.block_size + offset] = T::from_f32(x);
+            }
         }
-        for (d, &x) in v_pool[dst].iter_mut().zip(v) {
+        for (d, &x) in v_pool[slot * width..(slot + 1) * width].iter_mut().zip(v) {
             *d = T::from_f32(x);
         }
     }
     Ok(())
+}
+
+/// The keys of positions `range` of a sequence (its block `table`), for one
+/// KV head: the runs of its K tiles and the offsets of its V rows, in
+/// position order.
+fn gather_keys(
+    pool: &KvCacheShape,
+    table: &[u32],
+    kv_head: usize,
+    range: std::ops::RangeInclusive<usize>,
+    keys: &mut Vec<KeyRun>,
+    v_rows: &mut Vec<usize>,
+) {
+    let (bs, d, width) = (pool.block_size, pool.head_dim, slot_width(pool));
+    keys.clear();
+    v_rows.clear();
+    let (mut j, last) = range.into_inner();
+    while j <= last {
+        let block = table[j / bs] as usize;
+        let start = j % bs;
+        let len = (bs - start).min(last + 1 - j);
+        keys.push(KeyRun {
+            tile: k_tile(pool, block, kv_head),
+            start,
+            len,
+        });
+        v_rows.extend((start..start + len).map(|o| (block * bs + o) * width + kv_head * d));
+        j += len;
+    }
 }
 
 fn attention<T: KvValue>(
@@ -162,8 +202,6 @@ fn attention<T: KvValue>(
     let d = shape.head_dim;
     let h = shape.num_heads;
     let group = h / shape.num_kv_heads;
-    let width = slot_width(pool);
-    let bs = pool.block_size;
 
     // token index -> (sequence, position)
     let mut token_seq = Vec::with_capacity(batch.num_tokens());
@@ -179,8 +217,8 @@ fn attention<T: KvValue>(
     // and V row the kernel reads. Each head is computed start to end by
     // one thread in position order, so results never depend on the batch.
     out.par_chunks_mut(group * d).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(rows, scores), (item, heads_out)| {
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(keys, v_rows, scores), (item, heads_out)| {
             let (t, kv_head) = (item / shape.num_kv_heads, item % shape.num_kv_heads);
             let (s, pos) = token_seq[t];
             let table = &batch.seqs[s].block_table;
@@ -188,17 +226,16 @@ fn attention<T: KvValue>(
                 Some(w) => (pos + 1).saturating_sub(w),
                 None => 0,
             };
-            rows.clear();
-            rows.extend(
-                (first..=pos).map(|j| (table[j / bs] as usize * bs + j % bs) * width + kv_head * d),
-            );
+            gather_keys(pool, table, kv_head, first..=pos, keys, v_rows);
             let q0 = t * qkv.cols + kv_head * group * d;
             let heads = HeadGroup {
                 q: &qkv.data[q0..q0 + group * d],
-                rows,
+                keys,
+                v_rows,
                 k_pool,
                 v_pool,
                 head_dim: d,
+                block_size: pool.block_size,
                 scale: shape.scale,
             };
             kernel::attend(&heads, scores, heads_out);

@@ -4,21 +4,27 @@ use proptest::prelude::*;
 
 use half::f16;
 
-use super::kernel::{attend, attend_portable, HeadGroup, KvValue};
+use super::kernel::{attend_portable, HeadGroup, KeyRun, KvValue};
+#[cfg(target_arch = "x86_64")]
+use super::kernel_simd::{self, Level};
+use super::{gather_keys, AttentionShape, KvCacheDtype, KvCacheShape};
 
 /// Attention in f64, the textbook way, on the stored values.
 fn reference<T: KvValue>(g: &HeadGroup<T>) -> Vec<f64> {
-    let d = g.head_dim;
+    let (d, bs) = (g.head_dim, g.block_size);
+    let keys: Vec<usize> = g
+        .keys
+        .iter()
+        .flat_map(|run| (run.start..run.start + run.len).map(move |o| run.tile + o))
+        .collect();
     let mut out = Vec::new();
     for q in g.q.chunks(d) {
-        let scores: Vec<f64> = g
-            .rows
+        let scores: Vec<f64> = keys
             .iter()
-            .map(|&r| {
-                let k = &g.k_pool[r..r + d];
+            .map(|&at| {
                 q.iter()
-                    .zip(k)
-                    .map(|(&a, &b)| f64::from(a) * f64::from(b.to_f32()))
+                    .enumerate()
+                    .map(|(i, &a)| f64::from(a) * f64::from(g.k_pool[at + i * bs].to_f32()))
                     .sum::<f64>()
                     * f64::from(g.scale)
             })
@@ -28,7 +34,7 @@ fn reference<T: KvValue>(g: &HeadGroup<T>) -> Vec<f64> {
         let denom: f64 = exps.iter().sum();
         for i in 0..d {
             out.push(
-                g.rows
+                g.v_rows
                     .iter()
                     .zip(&exps)
                     .map(|(&r, e)| e / denom * f64::from(g.v_pool[r + i].to_f32()))
@@ -54,31 +60,81 @@ fn values(seed: u64, n: usize, amplitude: f32) -> Vec<f32> {
         .collect()
 }
 
+/// A layer's pools for one KV head: `blocks` blocks of `bs` slots, random
+/// values (amplitude 2 for K, 1 for V).
+struct Pools {
+    shape: KvCacheShape,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Pools {
+    fn new(seed: u64, blocks: usize, block_size: usize, head_dim: usize) -> Self {
+        let shape = KvCacheShape {
+            num_layers: 1,
+            num_blocks: blocks,
+            block_size,
+            num_kv_heads: 1,
+            head_dim,
+            dtype: KvCacheDtype::F32,
+        };
+        let n = blocks * block_size * head_dim;
+        Self {
+            shape,
+            k: values(seed ^ 1, n, 2.0),
+            v: values(seed ^ 2, n, 1.0),
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Both kernels (the SIMD one where the CPU has it) agree with the
-    /// reference within float tolerance, for supported and unsupported head
-    /// sizes, any group size, and keys scattered over a pool.
+    /// Every kernel this CPU has agrees with the reference within float
+    /// tolerance and with the portable kernel bit for bit, for head sizes
+    /// the SIMD kernels take and ones they leave to the portable kernel,
+    /// group sizes past a chunk, block sizes of any lane multiple, runs that
+    /// start mid-block (a sliding window), and blocks scattered over the pool.
     #[test]
     fn kernels_match_the_reference(
         head_dim in prop::sample::select(vec![8usize, 48, 64, 128]),
-        heads in 1usize..5,
+        block_size in prop::sample::select(vec![4usize, 8, 16, 32]),
+        heads in 1usize..9,
+        first in 0usize..40,
         keys in 1usize..70,
-        slots in 70usize..140,
         seed in any::<u64>(),
     ) {
+        let blocks = (first + keys).div_ceil(block_size) + 3;
+        let pools = Pools::new(seed, blocks, block_size, head_dim);
+        // The blocks in a scrambled order, as a block table gives them.
+        let table: Vec<u32> = (0..blocks).map(|b| ((2 * blocks - 1 - b + seed as usize % 7) % blocks) as u32).collect();
+        let (mut runs, mut v_rows) = (Vec::new(), Vec::new());
+        gather_keys(&pools.shape, &table, 0, first..=first + keys - 1, &mut runs, &mut v_rows);
         let q = values(seed, heads * head_dim, 1.0);
-        let k_pool = values(seed ^ 1, slots * head_dim, 2.0);
-        let v_pool = values(seed ^ 2, slots * head_dim, 1.0);
-        // Distinct slots in a scrambled order, as a block table gives them.
-        let rows: Vec<usize> = (0..keys).map(|j| (j * 37 + seed as usize % 13) % slots * head_dim).collect();
-        let g = HeadGroup { q: &q, rows: &rows, k_pool: &k_pool, v_pool: &v_pool, head_dim, scale: 0.125 };
-        check_kernels(&g)?;
+        check_kernels(&group_of(&q, &runs, &v_rows, &pools.k, &pools.v, &pools.shape))?;
         // The same keys and values stored as f16.
-        let (k16, v16) = (to_f16(&k_pool), to_f16(&v_pool));
-        let g = HeadGroup { q: &q, rows: &rows, k_pool: &k16, v_pool: &v16, head_dim, scale: 0.125 };
-        check_kernels(&g)?;
+        let (k16, v16) = (to_f16(&pools.k), to_f16(&pools.v));
+        check_kernels(&group_of(&q, &runs, &v_rows, &k16, &v16, &pools.shape))?;
+    }
+}
+
+fn group_of<'a, T>(
+    q: &'a [f32],
+    keys: &'a [KeyRun],
+    v_rows: &'a [usize],
+    k_pool: &'a [T],
+    v_pool: &'a [T],
+    shape: &KvCacheShape,
+) -> HeadGroup<'a, T> {
+    HeadGroup {
+        q,
+        keys,
+        v_rows,
+        k_pool,
+        v_pool,
+        head_dim: shape.head_dim,
+        block_size: shape.block_size,
+        scale: 0.125,
     }
 }
 
@@ -86,21 +142,33 @@ fn to_f16(v: &[f32]) -> Vec<f16> {
     v.iter().map(|&x| f16::from_f32(x)).collect()
 }
 
-/// Both kernels against the reference on the values as stored.
+/// Every kernel against the reference on the values as stored, and against
+/// the portable kernel's bits.
 fn check_kernels<T: KvValue>(g: &HeadGroup<T>) -> Result<(), TestCaseError> {
     let want = reference(g);
     let mut scores = Vec::new();
-    for portable in [true, false] {
-        let mut out = vec![f32::NAN; g.q.len()];
-        if portable {
-            attend_portable(g, &mut scores, &mut out);
-        } else {
-            attend(g, &mut scores, &mut out);
+    let mut portable = vec![f32::NAN; g.q.len()];
+    attend_portable(g, &mut scores, &mut portable);
+    for (i, (&o, &w)) in portable.iter().zip(&want).enumerate() {
+        prop_assert!(
+            (f64::from(o) - w).abs() < 1e-5,
+            "portable: out[{i}] = {o}, want {w}"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    for level in [Level::Avx2, Level::Avx512] {
+        if level > kernel_simd::level() {
+            continue;
         }
-        for (i, (&o, &w)) in out.iter().zip(&want).enumerate() {
+        let mut out = vec![f32::NAN; g.q.len()];
+        if kernel_simd::attend_at(level, g, &mut scores, &mut out) {
+            let same = out
+                .iter()
+                .zip(&portable)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
             prop_assert!(
-                (f64::from(o) - w).abs() < 1e-5,
-                "portable {portable}: out[{i}] = {o}, want {w}"
+                same,
+                "{level:?} differs from the portable kernel: {out:?} vs {portable:?}"
             );
         }
     }
@@ -110,21 +178,125 @@ fn check_kernels<T: KvValue>(g: &HeadGroup<T>) -> Result<(), TestCaseError> {
 /// The same inputs give the same bits, whatever ran before on the scratch.
 #[test]
 fn results_do_not_depend_on_the_scratch_space() {
-    let (d, heads, slots) = (64, 3, 40);
+    let (d, heads, bs) = (64, 3, 16);
+    let pools = Pools::new(7, 4, bs, d);
+    let (mut runs, mut v_rows) = (Vec::new(), Vec::new());
+    gather_keys(
+        &pools.shape,
+        &[3, 1, 0, 2],
+        0,
+        5..=50,
+        &mut runs,
+        &mut v_rows,
+    );
     let q = values(7, heads * d, 1.0);
-    let (k_pool, v_pool) = (values(8, slots * d, 1.0), values(9, slots * d, 1.0));
-    let rows: Vec<usize> = (0..slots).rev().map(|j| j * d).collect();
-    let g = HeadGroup {
-        q: &q,
-        rows: &rows,
-        k_pool: &k_pool,
-        v_pool: &v_pool,
-        head_dim: d,
-        scale: 0.125,
-    };
+    let g = group_of(&q, &runs, &v_rows, &pools.k, &pools.v, &pools.shape);
     let (mut fresh, mut used) = (Vec::new(), vec![1e30f32; 1000]);
     let (mut a, mut b) = (vec![0f32; heads * d], vec![0f32; heads * d]);
-    attend(&g, &mut fresh, &mut a);
-    attend(&g, &mut used, &mut b);
+    super::kernel::attend(&g, &mut fresh, &mut a);
+    super::kernel::attend(&g, &mut used, &mut b);
     assert_eq!(a, b);
+}
+
+/// Dense causal attention in f64 straight from the fused Q|K|V rows of one
+/// sequence: what the paged cache, whatever its layout and value type, must
+/// compute.
+fn dense_reference(qkv: &[f32], cols: usize, shape: &AttentionShape) -> Vec<f64> {
+    let (h, kvh, d) = (shape.num_heads, shape.num_kv_heads, shape.head_dim);
+    let tokens = qkv.len() / cols;
+    let mut out = vec![0f64; tokens * h * d];
+    for t in 0..tokens {
+        for head in 0..h {
+            let kv = head / (h / kvh);
+            let q = &qkv[t * cols + head * d..][..d];
+            let key = |j: usize| &qkv[j * cols + (h + kv) * d..][..d];
+            let value = |j: usize| &qkv[j * cols + (h + kvh + kv) * d..][..d];
+            let scores: Vec<f64> = (0..=t)
+                .map(|j| {
+                    let dot: f64 = q
+                        .iter()
+                        .zip(key(j))
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum();
+                    dot * f64::from(shape.scale)
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let denom: f64 = exps.iter().sum();
+            for i in 0..d {
+                out[(t * h + head) * d + i] = (0..=t)
+                    .map(|j| exps[j] / denom * f64::from(value(j)[i]))
+                    .sum();
+            }
+        }
+    }
+    out
+}
+
+/// The cache's write and attention together, for both value types, against
+/// dense attention: a prompt over scattered blocks, then one decode token.
+#[test]
+fn paged_attention_matches_dense_attention() {
+    use crate::backend::cpu::CpuTensor;
+    use crate::batch::{FlatBatch, SeqMeta};
+    let shape = AttentionShape {
+        num_heads: 6,
+        num_kv_heads: 2,
+        head_dim: 64,
+        scale: 0.125,
+        sliding_window: None,
+    };
+    let cols = (6 + 2 * 2) * 64;
+    let (bs, tokens) = (16, 45);
+    let table = vec![5u32, 0, 3, 1];
+    let qkv = values(11, tokens * cols, 1.0);
+    let want = dense_reference(&qkv, cols, &shape);
+    let flat = |range: std::ops::Range<usize>| FlatBatch {
+        token_ids: vec![0; range.len()],
+        positions: range.clone().map(|p| p as u32).collect(),
+        slot_mapping: range
+            .clone()
+            .map(|p| table[p / bs] * bs as u32 + (p % bs) as u32)
+            .collect(),
+        seqs: vec![SeqMeta {
+            query_start: 0,
+            query_len: range.len(),
+            context_len: range.end,
+            block_table: table.clone(),
+        }],
+        logit_rows: vec![],
+        block_size: bs,
+    };
+    for (dtype, tolerance) in [(KvCacheDtype::F32, 1e-5), (KvCacheDtype::F16, 2e-3)] {
+        let mut cache = super::CpuKvCache::new(KvCacheShape {
+            num_layers: 1,
+            num_blocks: 6,
+            block_size: bs,
+            num_kv_heads: 2,
+            head_dim: 64,
+            dtype,
+        })
+        .expect("cache");
+        // The prompt but its last token, then that token as a decode step.
+        let mut got = Vec::new();
+        for range in [0..tokens - 1, tokens - 1..tokens] {
+            let data = qkv[range.start * cols..range.end * cols].to_vec();
+            let rows = CpuTensor::new(data, range.len(), cols);
+            let batch = flat(range);
+            cache
+                .write(0, &rows, &shape, &batch.slot_mapping)
+                .expect("write");
+            let out = cache
+                .attention(0, &rows, &shape, &batch)
+                .expect("attention");
+            got.extend(out.data);
+        }
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| (f64::from(g) - w).abs())
+            .fold(0f64, f64::max);
+        assert!(worst < tolerance, "{dtype}: worst difference {worst}");
+    }
 }
