@@ -1,6 +1,8 @@
 //! Helpers shared by the model crate's integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod tiny;
 
 use std::path::{Path, PathBuf};
