@@ -8,8 +8,12 @@
 //! ([`libs::require`]) and its first call runs under `catch_unwind`: a missing
 //! or broken library is a [`CudaError`] that names it, never a panic.
 //!
-//! What is not here yet: the CUDA `Backend` (cuBLASLt GEMMs, device buffers,
-//! the forward, CUDA graphs). This layer is what it will stand on.
+//! The model's operations on the device are the CUDA backend,
+//! [`crate::backend::cuda::CudaBackend`], which stands on this layer: it
+//! takes an opened [`CudaDevice`] and the [`LoadedKernels`], and adds
+//! cuBLASLt GEMMs, device memory, the KV cache and the forward's operations.
+//! Both compile with `--features cuda` on a machine without CUDA; neither has
+//! run on a GPU yet (`scripts/gpu-check` prepares the tests that would).
 
 pub mod device;
 pub mod kernels;
