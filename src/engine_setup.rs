@@ -296,6 +296,8 @@ mod cuda {
     ) -> Result<Serving> {
         let budget =
             |backend: &CudaBackend, config: &ModelConfig, _per_token: u64| -> Result<u64> {
+                CudaBackend::check_model(config)
+                    .with_context(|| format!("--device {}", backend.name()))?;
                 let memory = backend.memory_info()?;
                 if let Some(bytes) = args.kv_cache_memory {
                     if bytes > memory.free {

@@ -151,7 +151,7 @@ pub(crate) fn pack(
 /// A packed batch on the device, with what it was packed from.
 pub(crate) struct DeviceBatch {
     batch: FlatBatch,
-    num_blocks: usize,
+    pool: (usize, usize),
     packed: Packed,
     buf: CudaSlice<u32>,
 }
@@ -180,13 +180,13 @@ pub(crate) fn device_batch<'a>(
 ) -> Result<&'a DeviceBatch, CudaBackendError> {
     let fresh = slot
         .as_ref()
-        .is_some_and(|d| d.num_blocks == num_blocks && d.batch == *batch);
+        .is_some_and(|d| d.pool == (num_blocks, block_size) && d.batch == *batch);
     if !fresh {
         let packed = pack(batch, num_blocks, block_size)?;
         let buf = memory.upload(&packed.words)?;
         *slot = Some(DeviceBatch {
             batch: batch.clone(),
-            num_blocks,
+            pool: (num_blocks, block_size),
             packed,
             buf,
         });

@@ -46,6 +46,7 @@ pub use tensor::{bf16_bits_to_f32, f32_to_bf16_bits, CudaTensor, DType};
 
 use crate::backend::{AttentionShape, Backend, KvCacheShape, RopeTable};
 use crate::batch::FlatBatch;
+use crate::config::ModelConfig;
 use crate::cuda::ptx_cache::PtxCache;
 use crate::cuda::{Arch, CudaDevice, LoadedKernels};
 use crate::error::Result;
@@ -105,6 +106,19 @@ impl CudaBackend {
             },
             batch: Mutex::new(None),
             device,
+        })
+    }
+
+    /// An error unless the kernels run `config`'s attention (head size 64,
+    /// 80, 96 or 128; at most 16 query heads per KV head): checked at load,
+    /// before the first forward would find out.
+    pub fn check_model(config: &ModelConfig) -> std::result::Result<(), CudaBackendError> {
+        attention::check_shape(&AttentionShape {
+            num_heads: config.num_heads,
+            num_kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            scale: 1.0,
+            sliding_window: config.sliding_window,
         })
     }
 
