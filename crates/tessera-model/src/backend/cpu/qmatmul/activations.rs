@@ -49,19 +49,46 @@ fn quantize_row(
     s: &mut [f32],
     sums: &mut [i32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 is present.
+        return unsafe { avx2::quantize_row(x, qs, d, s, sums) };
+    }
+    quantize_row_portable(x, qs, d, s, sums);
+}
+
+pub(super) fn quantize_row_portable(
+    x: &[f32],
+    qs: &mut [[i8; QK]],
+    d: &mut [[f32; GROUP]],
+    s: &mut [f32],
+    sums: &mut [i32],
+) {
     let blocks = x.chunks_exact(QK).zip(qs).zip(d).zip(s).zip(sums);
     for ((((xs, qs), d), s), block_sum) in blocks {
         let xs: &[f32; QK] = xs.try_into().expect("chunks_exact gives whole blocks");
-        let amax = amax(xs);
-        let scale = amax / 127.0;
-        let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-        let scale16 = f16::from_f32(scale);
-        round_block(xs, inverse, qs);
+        let (scale16, inverse) = block_scale(amax_portable(xs));
+        round_block_portable(xs, inverse, qs);
         let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
-        *d = [scale16.to_f32(); GROUP];
-        *s = (f16::from_f32(sum as f32) * scale16).to_f32();
+        (*d, *s) = block_terms(scale16, sum);
         *block_sum = sum;
     }
+}
+
+/// A block's scale (rounded through f16, as candle stores it) and the
+/// inverse of the unrounded scale the values are multiplied by.
+#[inline(always)]
+fn block_scale(amax: f32) -> (f16, f32) {
+    let scale = amax / 127.0;
+    let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    (f16::from_f32(scale), inverse)
+}
+
+/// The stored scale (once per lane of the four-row layout) and Q8_1's `s`.
+#[inline(always)]
+fn block_terms(scale16: f16, sum: i32) -> ([f32; GROUP], f32) {
+    let s = (f16::from_f32(sum as f32) * scale16).to_f32();
+    ([scale16.to_f32(); GROUP], s)
 }
 
 /// The largest |x| of a block (the same in any order).
@@ -123,7 +150,7 @@ pub(super) mod avx2 {
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
-    use super::QK;
+    use super::{GROUP, QK};
 
     /// Whether this CPU has AVX2 (checked once).
     pub fn available() -> bool {
@@ -131,9 +158,39 @@ pub(super) mod avx2 {
         *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2"))
     }
 
+    /// The whole row, block by block, each block's values loaded once and
+    /// every step in vector registers; the same values as
+    /// [`quantize_row_portable`](super::quantize_row_portable).
+    ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize_row(
+        x: &[f32],
+        qs: &mut [[i8; QK]],
+        d: &mut [[f32; GROUP]],
+        s: &mut [f32],
+        sums: &mut [i32],
+    ) {
+        let blocks = x.chunks_exact(QK).zip(qs).zip(d).zip(s).zip(sums);
+        for ((((xs, qs), d), s), block_sum) in blocks {
+            let xs: &[f32; QK] = xs.try_into().expect("chunks_exact gives whole blocks");
+            let (scale16, inverse) = super::block_scale(amax(xs));
+            let q = round_lanes(xs, inverse);
+            let sum = horizontal_sum(_mm256_add_epi32(
+                _mm256_add_epi32(q[0], q[1]),
+                _mm256_add_epi32(q[2], q[3]),
+            ));
+            store_i8(q, qs);
+            (*d, *s) = super::block_terms(scale16, sum);
+            *block_sum = sum;
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
     pub unsafe fn amax(xs: &[f32; QK]) -> f32 {
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
         let p = xs.as_ptr();
@@ -142,23 +199,30 @@ pub(super) mod avx2 {
             // max(m, NaN) keeps m, as f32::max does.
             m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(p.add(8 * i)), abs), m);
         }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), m);
-        lanes.iter().fold(0f32, |a, &v| a.max(v))
+        // Max is exact in any order, and `m` holds no NaN.
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        _mm_cvtss_f32(m)
     }
 
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn round_block(xs: &[f32; QK], inverse: f32, qs: &mut [i8; QK]) {
+        store_i8(round_lanes(xs, inverse), qs);
+    }
+
+    /// `round_to_i8(xs[i] * inverse)` as i32 lanes, eight values a vector.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn round_lanes(xs: &[f32; QK], inverse: f32) -> [__m256i; QK / 8] {
         let inv = _mm256_set1_ps(inverse);
         let half = _mm256_set1_ps(0.5);
         let one = _mm256_set1_ps(1.0);
         let sign_bit = _mm256_set1_ps(-0.0);
-        let limit = _mm256_set1_ps(128.0);
         let p = xs.as_ptr();
-        let mut out = [0i32; QK];
-        for i in 0..QK / 8 {
+        std::array::from_fn(|i| {
             let v = _mm256_mul_ps(_mm256_loadu_ps(p.add(8 * i)), inv);
             // Toward zero, then away from zero when the dropped part is >= 0.5
             // (`v - t` is exact).
@@ -170,13 +234,34 @@ pub(super) mod avx2 {
             // Saturate to i8's range; NaN (unordered) becomes 0.
             let r = _mm256_min_ps(
                 _mm256_max_ps(r, _mm256_set1_ps(-128.0)),
-                _mm256_sub_ps(limit, one),
+                _mm256_set1_ps(127.0),
             );
             let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(v, v));
-            _mm256_storeu_si256(out.as_mut_ptr().add(8 * i).cast(), _mm256_cvtps_epi32(r));
-        }
-        for (q, &o) in qs.iter_mut().zip(&out) {
-            *q = o as i8;
-        }
+            _mm256_cvtps_epi32(r)
+        })
+    }
+
+    /// Narrows four vectors of i32 in i8's range to 32 bytes, in order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn store_i8(q: [__m256i; QK / 8], qs: &mut [i8; QK]) {
+        // The packs interleave 128-bit halves: dword k of the result holds
+        // values 4k..4k + 4 of vector k % 4's half k / 4.
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+        _mm256_storeu_si256(qs.as_mut_ptr().cast(), bytes);
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn horizontal_sum(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
     }
 }

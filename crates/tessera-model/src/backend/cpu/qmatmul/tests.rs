@@ -177,12 +177,13 @@ proptest::proptest! {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn simd_quantization_equals_the_portable_code() {
-    use super::activations::{amax_portable, avx2, round_block_portable};
+    use super::activations::{amax_portable, avx2, quantize_row_portable, round_block_portable};
     if !avx2::available() {
         eprintln!("no AVX2 here: nothing to compare");
         return;
     }
     let mut rng = StdRng::seed_from_u64(17);
+    let mut row = Vec::new();
     let specials = [
         0.5,
         -0.5,
@@ -225,7 +226,24 @@ fn simd_quantization_equals_the_portable_code() {
         round_block_portable(&xs, inverse, &mut q);
         assert_eq!(simd_max.to_bits(), amax_portable(&xs).to_bits(), "{xs:?}");
         assert_eq!(simd_q, q, "{xs:?} x {inverse}");
+        row.extend_from_slice(&xs);
     }
+    // Whole rows, scales and sums included.
+    let blocks = row.len() / QK;
+    let quantized = |simd: bool| {
+        let (mut qs, mut d) = (vec![[0i8; QK]; blocks], vec![[0f32; 4]; blocks]);
+        let (mut s, mut sums) = (vec![0f32; blocks], vec![0i32; blocks]);
+        if simd {
+            // SAFETY: AVX2 was checked above.
+            unsafe { avx2::quantize_row(&row, &mut qs, &mut d, &mut s, &mut sums) };
+        } else {
+            quantize_row_portable(&row, &mut qs, &mut d, &mut s, &mut sums);
+        }
+        let d: Vec<u32> = d.iter().flatten().map(|x| x.to_bits()).collect();
+        let s: Vec<u32> = s.iter().map(|x| x.to_bits()).collect();
+        (qs, d, s, sums)
+    };
+    assert!(quantized(true) == quantized(false));
 }
 
 #[test]
