@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use super::activations::Q8Rows;
 use super::q4_1::{Q4_1Matrix, ROWS, TILE};
-use super::x86::{broadcast_run, run_tile, scale_add, Kernels, Level};
+use super::x86::{broadcast_run, run_tile, scale_add, unrolled, Kernels, Level};
 use super::{GroupKernel, QK};
 
 /// Runs the best kernel at `level` or below; false when only the portable
@@ -83,7 +83,8 @@ unsafe fn unpack(w: &Q4_1Matrix, at: usize) -> [__m256i; QK / 4] {
 /// `acc + (dw * dy) * sumi + mw * sy` in the reference's two roundings.
 ///
 /// # Safety
-/// AVX2 and FMA; `at` must index the weights' scales, `yi` the activations'.
+/// AVX2 and FMA; `at` must index the weights' scales, `yi` the activations'
+/// (`check` asserts both).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn block_step(
@@ -96,8 +97,8 @@ unsafe fn block_step(
 ) -> __m256 {
     let dw = _mm256_loadu_ps(w.d.as_ptr().add(at).cast());
     let mw = _mm256_loadu_ps(w.m.as_ptr().add(at).cast());
-    let acc = scale_add(acc, dw, y.d[yi][0], sumi);
-    _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s[yi]), acc)
+    let acc = scale_add(acc, dw, y.d.get_unchecked(yi)[0], sumi);
+    _mm256_fmadd_ps(mw, _mm256_set1_ps(*y.s.get_unchecked(yi)), acc)
 }
 
 /// # Safety
@@ -117,15 +118,15 @@ unsafe fn avx2<const R: usize>(
     for b in 0..blocks {
         let at = group * blocks + b;
         let runs = unpack(w, at);
-        for (r, a) in acc.iter_mut().enumerate() {
+        unrolled::<R>(|r| {
             let yi = (row0 + r) * blocks + b;
             let mut pairs = _mm256_setzero_si256();
             for (k, run) in runs.iter().enumerate() {
                 let p = _mm256_maddubs_epi16(*run, broadcast_run(y, yi, k));
                 pairs = _mm256_add_epi16(pairs, p);
             }
-            *a = block_step(w, at, y, yi, *a, _mm256_madd_epi16(pairs, ones));
-        }
+            acc[r] = block_step(w, at, y, yi, acc[r], _mm256_madd_epi16(pairs, ones));
+        });
     }
     for (r, a) in acc.iter().enumerate() {
         _mm256_storeu_ps(out.as_mut_ptr().add(r * ROWS), *a);
@@ -148,15 +149,15 @@ unsafe fn vnni<const R: usize>(
     for b in 0..blocks {
         let at = group * blocks + b;
         let runs = unpack(w, at);
-        for (r, a) in acc.iter_mut().enumerate() {
+        unrolled::<R>(|r| {
             let yi = (row0 + r) * blocks + b;
             let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for k in (0..QK / 4).step_by(2) {
                 even = _mm256_dpbusd_epi32(even, runs[k], broadcast_run(y, yi, k));
                 odd = _mm256_dpbusd_epi32(odd, runs[k + 1], broadcast_run(y, yi, k + 1));
             }
-            *a = block_step(w, at, y, yi, *a, _mm256_add_epi32(even, odd));
-        }
+            acc[r] = block_step(w, at, y, yi, acc[r], _mm256_add_epi32(even, odd));
+        });
     }
     for (r, a) in acc.iter().enumerate() {
         _mm256_storeu_ps(out.as_mut_ptr().add(r * ROWS), *a);

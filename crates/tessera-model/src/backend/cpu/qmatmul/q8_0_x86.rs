@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use super::activations::Q8Rows;
 use super::q8_0::{Q8_0Matrix, ROWS};
-use super::x86::{broadcast_run, run_tile, scale_add, Kernels, Level};
+use super::x86::{broadcast_run, run_tile, scale_add, unrolled, Kernels, Level};
 use super::{GroupKernel, QK, ROW_TILE};
 
 /// Runs the best kernel at `level` or below; false when only the portable
@@ -78,17 +78,19 @@ unsafe fn avx2<const R: usize>(
             let x = _mm256_loadu_si256(runs.add(k));
             // |-128| wraps to 128 as an unsigned byte: still right.
             let ax = _mm256_abs_epi8(x);
-            for (r, s) in sumi.iter_mut().enumerate() {
+            unrolled::<R>(|r| {
                 let sy = _mm256_sign_epi8(broadcast_run(y, (row0 + r) * blocks + b, k), x);
                 // Pairs are at most 2 * 128 * 127, within i16.
                 let pairs = _mm256_maddubs_epi16(ax, sy);
-                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, ones));
-            }
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(pairs, ones));
+            });
         }
         let dw = _mm256_loadu_ps(w.d.as_ptr().add(at).cast());
-        for (r, (a, s)) in acc.iter_mut().zip(sumi).enumerate() {
-            *a = scale_add(*a, dw, y.d[(row0 + r) * blocks + b][0], s);
-        }
+        unrolled::<R>(|r| {
+            // `check` bounds the index.
+            let dy = y.d.get_unchecked((row0 + r) * blocks + b)[0];
+            acc[r] = scale_add(acc[r], dw, dy, sumi[r]);
+        });
     }
     for (r, a) in acc.iter().enumerate() {
         _mm256_storeu_ps(out.as_mut_ptr().add(r * ROWS), *a);
@@ -120,18 +122,19 @@ unsafe fn vnni<const R: usize>(
         for k in 0..QK / 4 {
             // w + 128 as an unsigned byte.
             let xu = _mm256_xor_si256(_mm256_loadu_si256(runs.add(k)), flip);
-            for (r, s) in sumi.iter_mut().enumerate() {
+            unrolled::<R>(|r| {
                 let run = broadcast_run(y, (row0 + r) * blocks + b, k);
-                s[k % 2] = _mm256_dpbusd_epi32(s[k % 2], xu, run);
-            }
+                sumi[r][k % 2] = _mm256_dpbusd_epi32(sumi[r][k % 2], xu, run);
+            });
         }
         let dw = _mm256_loadu_ps(w.d.as_ptr().add(at).cast());
-        for (r, (a, [even, odd])) in acc.iter_mut().zip(sumi).enumerate() {
+        unrolled::<R>(|r| {
             let yi = (row0 + r) * blocks + b;
-            let s = _mm256_add_epi32(even, odd);
-            let s = _mm256_sub_epi32(s, _mm256_set1_epi32(128 * y.sums[yi]));
-            *a = scale_add(*a, dw, y.d[yi][0], s);
-        }
+            let s = _mm256_add_epi32(sumi[r][0], sumi[r][1]);
+            // `check` bounds `yi`.
+            let s = _mm256_sub_epi32(s, _mm256_set1_epi32(128 * *y.sums.get_unchecked(yi)));
+            acc[r] = scale_add(acc[r], dw, y.d.get_unchecked(yi)[0], s);
+        });
     }
     for (r, a) in acc.iter().enumerate() {
         _mm256_storeu_ps(out.as_mut_ptr().add(r * ROWS), *a);

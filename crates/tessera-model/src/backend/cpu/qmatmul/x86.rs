@@ -101,6 +101,18 @@ pub(super) unsafe fn broadcast_run(y: &Q8Rows, yi: usize, k: usize) -> __m256i {
     _mm256_set1_epi32(run)
 }
 
+/// Calls `body(0)`, ..., `body(R - 1)` unrolled (`R` at most 8): with each
+/// index a constant, an array of per-row accumulators indexed by it stays in
+/// registers, where a loop the compiler declines to unroll keeps it in memory.
+#[inline(always)]
+pub(super) fn unrolled<const R: usize>(mut body: impl FnMut(usize)) {
+    const { assert!(R <= 8) };
+    macro_rules! each {
+        ($($r:literal)*) => { $( if $r < R { body($r) } )* };
+    }
+    each!(0 1 2 3 4 5 6 7);
+}
+
 /// `acc + (dw * dy) * sumi`, lane by lane, rounded as `mul_add` rounds.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
