@@ -103,6 +103,13 @@ impl Gemm {
                 buffer_len(out)
             )));
         }
+        // The BIAS epilogue reads n values (one per row of column-major D).
+        if let Some(b) = bias.filter(|b| buffer_len(b) < n) {
+            return Err(CudaBackendError::Shape(format!(
+                "GEMM bias of {} values for {n} outputs",
+                buffer_len(b)
+            )));
+        }
         let shape = Shape {
             n,
             k,
