@@ -57,19 +57,27 @@ mod x86 {
 
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn dpbusd_ymm() -> i64 {
-        let (a, b) = (_mm256_set1_epi8(3), std::hint::black_box(_mm256_set1_epi8(5)));
+        let (a, b) = (
+            _mm256_set1_epi8(3),
+            std::hint::black_box(_mm256_set1_epi8(5)),
+        );
         let mut acc = [_mm256_setzero_si256(); CHAINS];
         for _ in 0..ROUNDS {
             for c in acc.iter_mut() {
                 *c = _mm256_dpbusd_epi32(*c, a, b);
             }
         }
-        acc.iter().map(|c| i64::from(_mm256_extract_epi32::<0>(*c))).sum()
+        acc.iter()
+            .map(|c| i64::from(_mm256_extract_epi32::<0>(*c)))
+            .sum()
     }
 
     #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn dpbusd_zmm() -> i64 {
-        let (a, b) = (_mm512_set1_epi8(3), std::hint::black_box(_mm512_set1_epi8(5)));
+        let (a, b) = (
+            _mm512_set1_epi8(3),
+            std::hint::black_box(_mm512_set1_epi8(5)),
+        );
         let mut acc = [_mm512_setzero_si512(); CHAINS];
         for _ in 0..ROUNDS {
             for c in acc.iter_mut() {
@@ -83,7 +91,10 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn fma_ymm() -> i64 {
-        let (a, b) = (_mm256_set1_ps(0.999), std::hint::black_box(_mm256_set1_ps(1e-3)));
+        let (a, b) = (
+            _mm256_set1_ps(0.999),
+            std::hint::black_box(_mm256_set1_ps(1e-3)),
+        );
         let mut acc = [_mm256_setzero_ps(); CHAINS];
         for _ in 0..ROUNDS {
             for c in acc.iter_mut() {
