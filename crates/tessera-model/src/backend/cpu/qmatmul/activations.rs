@@ -64,12 +64,30 @@ pub(super) fn quantize_row_portable(
     s: &mut [f32],
     sums: &mut [i32],
 ) {
+    for_each_block(x, qs, d, s, sums, |xs, qs| {
+        let (scale16, inverse) = block_scale(amax_portable(xs));
+        round_block_portable(xs, inverse, qs);
+        (scale16, qs.iter().map(|&q| i32::from(q)).sum())
+    });
+}
+
+/// The loop both row quantizers share: `block` rounds one block into its
+/// bytes and returns its f16 scale and the sum of its bytes; the scales and
+/// sums are stored here. Inlined, so that an AVX2 caller's closure is
+/// compiled with AVX2.
+#[inline(always)]
+fn for_each_block(
+    x: &[f32],
+    qs: &mut [[i8; QK]],
+    d: &mut [[f32; GROUP]],
+    s: &mut [f32],
+    sums: &mut [i32],
+    mut block: impl FnMut(&[f32; QK], &mut [i8; QK]) -> (f16, i32),
+) {
     let blocks = x.chunks_exact(QK).zip(qs).zip(d).zip(s).zip(sums);
     for ((((xs, qs), d), s), block_sum) in blocks {
         let xs: &[f32; QK] = xs.try_into().expect("chunks_exact gives whole blocks");
-        let (scale16, inverse) = block_scale(amax_portable(xs));
-        round_block_portable(xs, inverse, qs);
-        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+        let (scale16, sum) = block(xs, qs);
         (*d, *s) = block_terms(scale16, sum);
         *block_sum = sum;
     }
@@ -172,9 +190,7 @@ pub(super) mod avx2 {
         s: &mut [f32],
         sums: &mut [i32],
     ) {
-        let blocks = x.chunks_exact(QK).zip(qs).zip(d).zip(s).zip(sums);
-        for ((((xs, qs), d), s), block_sum) in blocks {
-            let xs: &[f32; QK] = xs.try_into().expect("chunks_exact gives whole blocks");
+        super::for_each_block(x, qs, d, s, sums, |xs, qs| {
             let (scale16, inverse) = super::block_scale(amax(xs));
             let q = round_lanes(xs, inverse);
             let sum = horizontal_sum(_mm256_add_epi32(
@@ -182,9 +198,8 @@ pub(super) mod avx2 {
                 _mm256_add_epi32(q[2], q[3]),
             ));
             store_i8(q, qs);
-            (*d, *s) = super::block_terms(scale16, sum);
-            *block_sum = sum;
-        }
+            (scale16, sum)
+        });
     }
 
     /// # Safety
