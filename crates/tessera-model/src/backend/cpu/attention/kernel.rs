@@ -10,7 +10,7 @@
 //! The arithmetic is fixed, whatever the kernel or the batch:
 //! - score: four FMA chains over the dimensions (`i % 4`), summed as
 //!   `(c0 + c2) + (c1 + c3)`, times the scale;
-//! - softmax over the head's scores in position order ([`softmax`]);
+//! - softmax over the head's scores, its max and sum in a fixed lane order ([`softmax`]);
 //! - output: one FMA chain per dimension, over the keys in position order.
 //!
 //! So the portable kernel and the SIMD ones (`kernel_simd`, chosen at run
