@@ -12,7 +12,7 @@ use half::f16;
 
 use super::activations::Q8Rows;
 use super::nibbles::{self, CHUNK_BYTES};
-use super::{check_shape, GroupKernel, GROUP, QK, ROW_TILE};
+use super::{check_shape, GroupKernel, GROUP, QK};
 
 /// Bytes of one GGUF Q4_0 block: f16 scale, 16 bytes of nibbles.
 const BLOCK_BYTES: usize = 18;
@@ -92,18 +92,18 @@ impl GroupKernel for Q4_0Matrix {
     fn dot_group(&self, group: usize, y: &Q8Rows, row0: usize, out: &mut [f32]) {
         let (out, _) = out.as_chunks_mut::<GROUP>();
         #[cfg(target_arch = "x86_64")]
-        if super::activations::avx2::available() {
+        {
             use super::q4_0_avx2::dot_group;
-            use super::x86::{call_tiles, TileKernel};
-            let table: [TileKernel<Self, Q8Rows, [f32; GROUP]>; ROW_TILE] = [
+            let table = [
                 dot_group::<1>,
                 dot_group::<2>,
                 dot_group::<3>,
                 dot_group::<4>,
             ];
-            // SAFETY: AVX2 is present; the kernels check their indices.
-            unsafe { call_tiles(&table, self, (group, y, row0), out, 1) };
-            return;
+            // SAFETY: the kernels check their indices.
+            if unsafe { super::x86::avx2_tiles(&table, self, (group, y, row0), out) } {
+                return;
+            }
         }
         dot_group_scalar(self, group, y, row0, out);
     }

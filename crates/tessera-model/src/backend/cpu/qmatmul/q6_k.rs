@@ -16,7 +16,7 @@ use half::f16;
 use super::nibbles::{self, CHUNK_BYTES};
 use super::q8_k::{Q8KRows, QK_K};
 use super::superblocks::{self, SuperBlockKernel};
-use super::{check_shape, GROUP, QK, ROW_TILE};
+use super::{check_shape, GROUP, QK};
 
 /// Bytes of one GGUF Q6_K block: 128 bytes of low nibbles, 64 of high bit
 /// pairs, 16 i8 scales, f16 d.
@@ -133,18 +133,18 @@ impl SuperBlockKernel for Q6KMatrix {
 
     fn dot_group(&self, group: usize, y: &Q8KRows, row0: usize, out: &mut [[f32; GROUP]]) {
         #[cfg(target_arch = "x86_64")]
-        if super::activations::avx2::available() {
+        {
             use super::q6_k_avx2::dot_group;
-            use super::x86::{call_tiles, TileKernel};
-            let table: [TileKernel<Self, Q8KRows, [f32; GROUP]>; ROW_TILE] = [
+            let table = [
                 dot_group::<1>,
                 dot_group::<2>,
                 dot_group::<3>,
                 dot_group::<4>,
             ];
-            // SAFETY: AVX2 is present; the kernels check their indices.
-            unsafe { call_tiles(&table, self, (group, y, row0), out, 1) };
-            return;
+            // SAFETY: the kernels check their indices.
+            if unsafe { super::x86::avx2_tiles(&table, self, (group, y, row0), out) } {
+                return;
+            }
         }
         dot_group_scalar(self, group, y, row0, out);
     }

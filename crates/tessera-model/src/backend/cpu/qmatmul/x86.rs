@@ -90,6 +90,26 @@ pub(super) unsafe fn call_tiles<W, Y, O>(
     }
 }
 
+/// Runs a table of AVX2-only kernels of the four-row layouts (Q4_0, Q4_K,
+/// Q6_K; `table[i]` takes `i + 1` activation rows) on a tile, if this CPU has
+/// AVX2; false when only the portable code applies.
+///
+/// # Safety
+/// Every kernel must check the indices it uses against `w` and `y`.
+pub(super) unsafe fn avx2_tiles<W, Y, O>(
+    table: &[TileKernel<W, Y, O>],
+    w: &W,
+    tile: (usize, &Y, usize),
+    out: &mut [O],
+) -> bool {
+    if !super::activations::avx2::available() {
+        return false;
+    }
+    // SAFETY: AVX2 is present; the caller vouches for the kernels' checks.
+    call_tiles(table, w, tile, out, 1);
+    true
+}
+
 /// Four activation bytes (`4k..4k + 4` of block `yi`) in every 32-bit lane.
 ///
 /// # Safety
