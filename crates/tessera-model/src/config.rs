@@ -80,8 +80,12 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     pub rope_style: RopeStyle,
     pub rope_scaling: Option<Llama3RopeScaling>,
-    /// Longest sequence the model was trained for.
-    pub max_position_embeddings: usize,
+    /// Longest sequence the model was trained for (`context_length` in GGUF,
+    /// `max_position_embeddings` in config.json).
+    pub trained_context_len: usize,
+    /// Longest sequence (prompt plus output) this load serves: the trained
+    /// context unless the operator capped it (`--max-model-len`); never more.
+    pub max_model_len: usize,
     /// Attention looks back at most this many positions (Mistral v0.1).
     pub sliding_window: Option<usize>,
     pub qkv_bias: bool,
@@ -132,6 +136,7 @@ impl ModelConfig {
                 _ => return Err(meta.missing(&key("vocab_size"))),
             },
         };
+        let context_len = meta.usize(&key("context_length"))?;
         let config = Self {
             architecture,
             hidden_size,
@@ -149,7 +154,8 @@ impl ModelConfig {
             },
             // GGUF carries Llama 3.1 scaling as a `rope_freqs.weight` tensor instead.
             rope_scaling: None,
-            max_position_embeddings: meta.usize(&key("context_length"))?,
+            trained_context_len: context_len,
+            max_model_len: context_len,
             sliding_window: None,
             qkv_bias: architecture == Architecture::Qwen2,
             qk_norm: architecture == Architecture::Qwen3,
@@ -206,6 +212,7 @@ impl ModelConfig {
             Architecture::Qwen2 | Architecture::Qwen3 if !raw.use_sliding_window => None,
             _ => raw.sliding_window,
         };
+        let context_len = raw.max_position_embeddings.unwrap_or(4096);
         let config = Self {
             architecture,
             hidden_size: raw.hidden_size,
@@ -219,7 +226,8 @@ impl ModelConfig {
             rope_theta: raw.rope_theta.unwrap_or(10_000.0),
             rope_style: RopeStyle::Halves,
             rope_scaling,
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
+            trained_context_len: context_len,
+            max_model_len: context_len,
             sliding_window,
             qkv_bias: match architecture {
                 Architecture::Qwen2 => true,
@@ -255,7 +263,7 @@ impl ModelConfig {
                 self.head_dim
             ));
         }
-        if self.max_position_embeddings == 0 {
+        if self.trained_context_len == 0 {
             return fail("context length 0".to_string());
         }
         Ok(())

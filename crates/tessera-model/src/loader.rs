@@ -56,6 +56,47 @@ impl ModelSource {
     }
 }
 
+/// A model's configuration from its header alone, without its weights: what
+/// sizing its memory takes before it is loaded.
+pub fn read_config(source: &ModelSource) -> Result<ModelConfig> {
+    match source {
+        ModelSource::Gguf(path) => {
+            let file = GgufFile::open(path)?;
+            ModelConfig::from_gguf(path, file.metadata())
+        }
+        ModelSource::HfDir(dir) => {
+            let config_path = dir.join("config.json");
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| ModelError::io(&config_path, e))?;
+            ModelConfig::from_hf_json(&config_path, &text)
+        }
+    }
+}
+
+/// Bytes of a model's weight files on disk: the GGUF file, or a
+/// directory's `*.safetensors`.
+pub fn weight_file_bytes(source: &ModelSource) -> Result<u64> {
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .map_err(|e| ModelError::io(p, e))
+    };
+    match source {
+        ModelSource::Gguf(path) => size(path),
+        ModelSource::HfDir(dir) => {
+            let entries = std::fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))?;
+            let mut total = 0;
+            for entry in entries {
+                let path = entry.map_err(|e| ModelError::io(dir, e))?.path();
+                if path.extension().is_some_and(|e| e == "safetensors") {
+                    total += size(&path)?;
+                }
+            }
+            Ok(total)
+        }
+    }
+}
+
 /// A loaded model with what turns text into its tokens and back.
 pub struct ModelBundle<B: Backend> {
     /// The network, weights on the backend.
@@ -137,9 +178,9 @@ fn build<B: Backend>(
     max_model_len: Option<usize>,
 ) -> Result<LlamaModel<B>> {
     let max_len = max_model_len
-        .unwrap_or(config.max_position_embeddings)
-        .min(config.max_position_embeddings);
-    config.max_position_embeddings = max_len;
+        .unwrap_or(config.trained_context_len)
+        .min(config.trained_context_len);
+    config.max_model_len = max_len;
     LlamaModel::new(backend, config, weights, max_len)
 }
 

@@ -2,9 +2,9 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -57,6 +57,48 @@ struct Shared {
     waiting: AtomicUsize,
     next_id: AtomicU64,
     stats: Arc<EngineStats>,
+    exit: EngineExit,
+}
+
+/// Tells when an engine thread has ended and its model and KV cache are
+/// freed: after every handle and stream is dropped and the work in flight
+/// finished. Holding it keeps nothing alive.
+#[derive(Clone, Default)]
+pub struct EngineExit {
+    state: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl EngineExit {
+    /// Whether the engine thread has ended.
+    pub fn has_exited(&self) -> bool {
+        *self.state.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocks until the engine thread ends or `timeout` passes; true if it ended.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (lock, cond) = &*self.state;
+        let exited = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let (exited, _) = cond
+            .wait_timeout_while(exited, timeout, |exited| !*exited)
+            .unwrap_or_else(PoisonError::into_inner);
+        *exited
+    }
+
+    fn mark_exited(&self) {
+        let (lock, cond) = &*self.state;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cond.notify_all();
+    }
+}
+
+/// Owned by the engine thread: marks the exit when the thread's state
+/// (model, KV cache) has been dropped, however the thread ends.
+struct ExitGuard(EngineExit);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.0.mark_exited();
+    }
 }
 
 /// A cheap, cloneable way in to the engine thread.
@@ -87,16 +129,24 @@ where
         waiting: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
         stats: stats.clone(),
+        exit: EngineExit::default(),
     });
     let (tx, rx) = mpsc::channel();
     let admitted = shared.clone();
     let on_admit = Box::new(move || {
         admitted.waiting.fetch_sub(1, Ordering::AcqRel);
     });
-    let mut core = EngineCore::new(runner, decoder, config, stats, on_admit);
+    let core = EngineCore::new(runner, decoder, config, stats, on_admit);
+    let guard = ExitGuard(shared.exit.clone());
     std::thread::Builder::new()
         .name("tessera-engine".into())
-        .spawn(move || run_loop(&mut core, &rx))?;
+        .spawn(move || {
+            // Declared first, dropped last: the exit is marked after the
+            // core (model and KV cache) is freed.
+            let _guard = guard;
+            let mut core = core;
+            run_loop(&mut core, &rx);
+        })?;
     Ok(EngineHandle { tx, shared })
 }
 
@@ -200,6 +250,16 @@ impl EngineHandle {
     /// Requests queued but not yet started.
     pub fn num_waiting(&self) -> usize {
         self.shared.waiting.load(Ordering::Acquire)
+    }
+
+    /// Whether no request is waiting or running.
+    pub fn is_idle(&self) -> bool {
+        self.num_waiting() == 0 && self.shared.stats.running_requests.load(Ordering::Acquire) == 0
+    }
+
+    /// What tells when this engine's thread has ended.
+    pub fn exit(&self) -> EngineExit {
+        self.shared.exit.clone()
     }
 }
 

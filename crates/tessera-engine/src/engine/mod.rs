@@ -6,7 +6,7 @@ mod handle;
 mod request_state;
 mod sample_state;
 
-pub use handle::{spawn, EngineHandle, OutputStream, SubmitError};
+pub use handle::{spawn, EngineExit, EngineHandle, OutputStream, SubmitError};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

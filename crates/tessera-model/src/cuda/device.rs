@@ -38,6 +38,7 @@ impl fmt::Display for Arch {
 }
 
 /// An opened CUDA device and its context.
+#[derive(Clone)]
 pub struct CudaDevice {
     context: Arc<CudaContext>,
     ordinal: usize,

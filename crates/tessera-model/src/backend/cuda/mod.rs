@@ -81,7 +81,8 @@ impl Gpu {
 /// The model's operations on one CUDA device. Operations are queued on one
 /// stream and return at once; [`Backend::to_host`] waits for them.
 pub struct CudaBackend {
-    gpu: Gpu,
+    /// Shared by every model on the device (see [`CudaBackend::share`]).
+    gpu: Arc<Gpu>,
     /// The last batch whose metadata was uploaded (see [`meta`]).
     batch: Mutex<Option<DeviceBatch>>,
     device: CudaDevice,
@@ -99,14 +100,26 @@ impl CudaBackend {
         let kernels = LoadedKernels::load(&device, ptx_cache)?;
         let gemm = gemm::Gemm::new(&memory, device.arch().major >= Arch::SM90.major)?;
         Ok(Self {
-            gpu: Gpu {
+            gpu: Arc::new(Gpu {
                 memory,
                 kernels,
                 gemm,
-            },
+            }),
             batch: Mutex::new(None),
             device,
         })
+    }
+
+    /// Another backend on the same device, stream, memory pool, kernels and
+    /// cuBLASLt handle, for another model: the device is set up once per
+    /// process. Work from every model queues on the one stream, so buffers
+    /// and the GEMM workspace are reused in stream order.
+    pub fn share(&self) -> Self {
+        Self {
+            gpu: Arc::clone(&self.gpu),
+            batch: Mutex::new(None),
+            device: self.device.clone(),
+        }
     }
 
     /// An error unless the kernels run `config`'s attention (head size 64,
