@@ -11,16 +11,13 @@
 //! does a smoke run of 2 requests of 8 tokens so the code stays working.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
+use tessera::engine_setup::{Compute, EngineOptions, KvCacheSize};
+use tessera_engine::engine::EngineHandle;
 use tessera_engine::request::{Priority, Request};
 use tessera_engine::sampling::SamplingParams;
-use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::backend::KvCacheDtype;
-use tessera_model::loader::{load_bundle, ModelSource};
-use tessera_model::runner::{CacheConfig, ModelRunner};
 
 fn main() -> anyhow::Result<()> {
     let benchmarking = std::env::args().any(|a| a == "--bench");
@@ -96,32 +93,20 @@ fn kv_dtype() -> anyhow::Result<KvCacheDtype> {
 }
 
 fn start(model: &Path, max_seqs: usize) -> anyhow::Result<(EngineHandle, usize)> {
-    let backend = CpuBackend::new();
-    let bundle = load_bundle(&backend, &ModelSource::detect(model)?, Some(2048))?;
-    let vocab = bundle.model.config.vocab_size;
-    let runner = ModelRunner::new(
-        backend,
-        bundle.model,
-        CacheConfig {
-            block_size: 16,
-            num_blocks: 4096,
-            max_model_len: 2048,
-            kv_dtype: kv_dtype()?,
-        },
-    )?;
-    let eos = bundle.tokenizer.eos_token_ids().to_vec();
-    let engine = spawn(
-        runner,
-        Arc::new(bundle.tokenizer),
-        EngineConfig {
-            max_num_batched_tokens: 512,
-            max_num_seqs: max_seqs,
-            eos_token_ids: eos,
-            vocab_size: vocab,
-            ..EngineConfig::default()
-        },
-    )?;
-    Ok((engine, vocab))
+    let compute = Compute::cpu();
+    let options = EngineOptions {
+        max_model_len: Some(2048),
+        kv_cache: KvCacheSize::Blocks(4096),
+        kv_cache_dtype: kv_dtype()?,
+        max_num_batched_tokens: 512,
+        max_num_seqs: max_seqs,
+        no_prefix_caching: false,
+        max_waiting_requests: 4096,
+    };
+    let plan = compute.plan(model, &options, u64::MAX)?;
+    let loaded = compute.load(model, &options, &plan)?;
+    let vocab = loaded.tokenizer.vocab_size();
+    Ok((loaded.engine, vocab))
 }
 
 struct RunResult {

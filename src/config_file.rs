@@ -3,6 +3,7 @@
 //! values become the options' defaults, so `TESSERA_*` variables and flags
 //! still override them. Unknown keys and bad values fail start-up, naming the
 //! key; `--print-config` shows the options in effect and where each came from.
+//! `[[models]]` tables list the models to serve (see `serve::models`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -16,13 +17,14 @@ use clap::{ArgAction, ArgMatches, Command};
 const NOT_IN_FILE: &[&str] = &["config", "print-config", "help"];
 
 /// Options whose values are never printed.
-const SECRETS: &[&str] = &["api-key", "metrics-key"];
+const SECRETS: &[&str] = &["api-key", "metrics-key", "admin-api-key"];
 
 /// A loaded config file: each key with its values as flag text.
 #[derive(Debug)]
 pub struct ConfigFile {
     path: PathBuf,
     entries: Vec<(String, Vec<String>)>,
+    models: Vec<toml::Table>,
 }
 
 impl ConfigFile {
@@ -34,7 +36,14 @@ impl ConfigFile {
             .parse()
             .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
         let mut entries = Vec::new();
+        let mut models = Vec::new();
         for (key, value) in table {
+            if key == "models" {
+                models = model_tables(value).map_err(|reason| {
+                    anyhow!("config file {}: models: {reason}", path.display())
+                })?;
+                continue;
+            }
             let values = flag_values(value).map_err(|reason| {
                 anyhow!("config file {}: key '{key}': {reason}", path.display())
             })?;
@@ -43,7 +52,18 @@ impl ConfigFile {
         Ok(Self {
             path: path.to_path_buf(),
             entries,
+            models,
         })
+    }
+
+    /// The `[[models]]` tables.
+    pub fn models(&self) -> &[toml::Table] {
+        &self.models
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The keys set by the file, as flag names.
@@ -98,6 +118,20 @@ impl ConfigFile {
             sub
         }))
     }
+}
+
+/// `[[models]]`: an array of tables.
+fn model_tables(value: toml::Value) -> Result<Vec<toml::Table>, String> {
+    let toml::Value::Array(items) = value else {
+        return Err("expected [[models]] tables".into());
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            toml::Value::Table(t) => Ok(t),
+            _ => Err("expected [[models]] tables".to_string()),
+        })
+        .collect()
 }
 
 /// A TOML value as the text a flag would take.

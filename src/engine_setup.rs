@@ -1,26 +1,34 @@
-//! Loading a model and starting the engine on it: shared by every command that
-//! generates.
+//! Building engines, for every command that generates, the benches and the
+//! tests alike: [`Compute`] is the device and the compute pool, opened once
+//! per process; [`EngineOptions`] are one model's engine settings;
+//! [`Compute::plan`] sizes a model's memory from its header and
+//! [`Compute::load`] puts it on the device as a running, warmed engine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
+use tessera_engine::request::{Priority, Request};
+use tessera_engine::SamplingParams;
+use tessera_manager::ModelOptions;
 use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::backend::{Backend, KvCacheDtype};
 use tessera_model::chat::ChatTemplate;
 use tessera_model::config::ModelConfig;
 use tessera_model::device::{self, Device, DeviceSpec};
-use tessera_model::loader::{load_bundle, ModelSource};
+use tessera_model::loader::{load_bundle, read_config, weight_file_bytes, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 use tessera_model::tokenizer::Tokenizer;
 
-use crate::model_path;
-pub use crate::units::parse_bytes;
+pub use tessera_manager::units::parse_bytes;
 
 /// Tokens per KV block.
 const BLOCK_SIZE: usize = 16;
+
+/// The share of available memory the CPU's default memory budget takes.
+const CPU_BUDGET_SHARE: f64 = 0.9;
 
 /// Model and engine options common to the generating commands. Each can
 /// also be set by its `TESSERA_*` environment variable (a flag wins).
@@ -30,11 +38,13 @@ pub struct EngineArgs {
     /// default model under models/].
     #[arg(long, env = "TESSERA_MODEL")]
     pub model: Option<String>,
-    /// Longest sequence (prompt plus output) [default: the model's context].
+    /// Longest sequence (prompt plus output) [default: the model's trained
+    /// context].
     #[arg(long, env = "TESSERA_MAX_MODEL_LEN")]
     pub max_model_len: Option<usize>,
-    /// Memory for the KV cache, e.g. `512MiB`, `2GiB` [default: a quarter of the
-    /// available memory, at most what max-num-seqs full-length sequences need].
+    /// Memory for the KV cache, e.g. `512MiB`, `2GiB` [default: a quarter of
+    /// the memory budget, at most what max-num-seqs full-length sequences
+    /// need; on a GPU, what the budget leaves after the weights].
     #[arg(long, env = "TESSERA_KV_CACHE_MEMORY", value_parser = parse_bytes)]
     pub kv_cache_memory: Option<u64>,
     /// How K and V are stored: f16 (half the memory and the attention's
@@ -64,10 +74,48 @@ pub struct EngineArgs {
     #[arg(long, env = "TESSERA_DEVICE", default_value_t = DeviceSpec::Cpu)]
     pub device: DeviceSpec,
     /// On a GPU: the share of its memory tessera may use in all (weights,
-    /// activations, KV cache); the KV cache gets what the rest leaves, unless
-    /// --kv-cache-memory sets it.
+    /// activations, KV caches of every loaded model): the memory budget.
     #[arg(long, env = "TESSERA_GPU_MEMORY_UTILIZATION", default_value_t = 0.9, value_parser = parse_fraction)]
     pub gpu_memory_utilization: f64,
+    /// On the CPU: bytes every loaded model's weights and KV cache share,
+    /// e.g. `8GiB` [default: 90% of the memory available at start-up].
+    #[arg(long, env = "TESSERA_MEMORY_BUDGET", value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+}
+
+impl EngineArgs {
+    /// The per-model options these flags give.
+    pub fn options(&self) -> EngineOptions {
+        EngineOptions {
+            max_model_len: self.max_model_len,
+            kv_cache: self
+                .kv_cache_memory
+                .map_or(KvCacheSize::Auto, KvCacheSize::Bytes),
+            kv_cache_dtype: self.kv_cache_dtype,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            max_num_seqs: self.max_num_seqs,
+            no_prefix_caching: self.no_prefix_caching,
+            max_waiting_requests: self.max_waiting_requests,
+        }
+    }
+
+    /// Opens the device and sizes the compute pool these flags ask for.
+    pub fn open_compute(&self) -> Result<Compute> {
+        Compute::open(
+            self.device,
+            self.threads,
+            self.kv_cache_dtype,
+            self.gpu_memory_utilization,
+        )
+    }
+
+    /// The memory budget: `--memory-budget`, or the device's default.
+    pub fn memory_budget(&self, compute: &Compute) -> Result<u64> {
+        match self.memory_budget {
+            Some(bytes) => Ok(bytes),
+            None => compute.default_budget(),
+        }
+    }
 }
 
 /// A share in (0, 1].
@@ -81,6 +129,349 @@ fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
     } else {
         Err(format!("{v} is not in (0, 1]"))
     }
+}
+
+/// How big one model's KV cache is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvCacheSize {
+    /// The default (see `--kv-cache-memory`).
+    Auto,
+    /// This many bytes (`--kv-cache-memory`).
+    Bytes(u64),
+    /// Exactly this many blocks of 16 tokens (tests and benches).
+    Blocks(usize),
+}
+
+/// One model's engine settings: the flags, or a model's `model.toml` over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOptions {
+    /// Serving cap on a sequence's length (none: the trained context).
+    pub max_model_len: Option<usize>,
+    /// The KV cache's size.
+    pub kv_cache: KvCacheSize,
+    /// How K and V are stored.
+    pub kv_cache_dtype: KvCacheDtype,
+    /// Most new tokens per step.
+    pub max_num_batched_tokens: usize,
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+    /// Do not reuse cached prompt prefixes.
+    pub no_prefix_caching: bool,
+    /// Most requests waiting for admission.
+    pub max_waiting_requests: usize,
+}
+
+/// The keys a model's settings may give, named as the flags.
+pub const MODEL_OPTION_KEYS: &[&str] = &[
+    "max-model-len",
+    "kv-cache-memory",
+    "kv-cache-dtype",
+    "max-num-batched-tokens",
+    "max-num-seqs",
+    "no-prefix-caching",
+    "max-waiting-requests",
+];
+
+impl EngineOptions {
+    /// These options with a model's settings (`model.toml`, a `[[models]]`
+    /// table) over them; an unknown key or a bad value is an error naming it.
+    pub fn with_settings(&self, settings: &ModelOptions) -> Result<Self, String> {
+        let mut o = self.clone();
+        for (key, value) in settings {
+            let bad = |want: &str| format!("'{key}' must be {want}, got {value}");
+            let count = || {
+                value
+                    .as_integer()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .filter(|&v| v > 0)
+                    .ok_or_else(|| bad("a positive integer"))
+            };
+            match key.as_str() {
+                "max-model-len" => o.max_model_len = Some(count()?),
+                "kv-cache-memory" => {
+                    let bytes = match value {
+                        toml::Value::String(s) => {
+                            parse_bytes(s).map_err(|e| format!("'{key}': {e}"))?
+                        }
+                        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad("a size"))?,
+                        _ => return Err(bad("a size like \"512MiB\"")),
+                    };
+                    o.kv_cache = KvCacheSize::Bytes(bytes);
+                }
+                "kv-cache-dtype" => {
+                    o.kv_cache_dtype = value
+                        .as_str()
+                        .ok_or_else(|| bad("\"f16\" or \"f32\""))?
+                        .parse()
+                        .map_err(|e| format!("'{key}': {e}"))?;
+                }
+                "max-num-batched-tokens" => o.max_num_batched_tokens = count()?,
+                "max-num-seqs" => o.max_num_seqs = count()?,
+                "max-waiting-requests" => o.max_waiting_requests = count()?,
+                "no-prefix-caching" => {
+                    o.no_prefix_caching = value.as_bool().ok_or_else(|| bad("true or false"))?;
+                }
+                other => {
+                    return Err(format!(
+                        "unknown model option '{other}' (the options are: {})",
+                        MODEL_OPTION_KEYS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// A model's memory, decided before it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Its weights, as the device will hold them.
+    pub weight_bytes: u64,
+    /// Its KV cache.
+    pub kv_bytes: u64,
+    /// Bytes of K and V one token takes.
+    pub kv_bytes_per_token: u64,
+    /// Its serving length cap.
+    pub max_model_len: usize,
+}
+
+impl MemoryPlan {
+    /// Weights plus KV cache: what the budget reserves for it.
+    pub fn total(&self) -> u64 {
+        self.weight_bytes + self.kv_bytes
+    }
+
+    /// Blocks of the KV pool.
+    pub fn num_blocks(&self) -> usize {
+        usize::try_from(self.kv_bytes / (self.kv_bytes_per_token * BLOCK_SIZE as u64))
+            .unwrap_or(usize::MAX)
+    }
+}
+
+/// A running engine and what the front end needs beside it.
+pub struct Loaded {
+    /// The engine, warmed by one forward step.
+    pub engine: EngineHandle,
+    /// The model's tokenizer.
+    pub tokenizer: Arc<Tokenizer>,
+    /// Its chat template.
+    pub chat_template: Option<ChatTemplate>,
+    /// The file or directory loaded.
+    pub path: PathBuf,
+    /// Its memory.
+    pub plan: MemoryPlan,
+    /// How long loading and warming took.
+    pub load_time: Duration,
+}
+
+/// The device the models run on and the compute pool, opened once for the
+/// process: every model loads onto it.
+pub struct Compute {
+    chosen: Chosen,
+    /// The GPU budget's share of device memory.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    gpu_memory_utilization: f64,
+}
+
+impl Compute {
+    /// Opens `device` (a CUDA device is set up here, its kernels compiled
+    /// or read from the PTX cache, before any model is read) and sizes the
+    /// compute pool to `threads` (none: one per core).
+    pub fn open(
+        device: DeviceSpec,
+        threads: Option<u16>,
+        kv_cache_dtype: KvCacheDtype,
+        gpu_memory_utilization: f64,
+    ) -> Result<Self> {
+        if let Some(threads) = threads {
+            size_thread_pool(usize::from(threads))?;
+        }
+        Ok(Self {
+            chosen: choose_device(device, kv_cache_dtype)?,
+            gpu_memory_utilization,
+        })
+    }
+
+    /// The CPU, with the compute pool as it is.
+    pub fn cpu() -> Self {
+        Self {
+            chosen: Chosen::Cpu,
+            gpu_memory_utilization: 1.0,
+        }
+    }
+
+    /// `cpu` or `cuda`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.chosen {
+            Chosen::Cpu => "cpu",
+            #[cfg(feature = "cuda")]
+            Chosen::Cuda(_) => "cuda",
+        }
+    }
+
+    /// The default memory budget: on the CPU, 90% of the memory available
+    /// now; on a GPU, `--gpu-memory-utilization` of its memory.
+    pub fn default_budget(&self) -> Result<u64> {
+        match &self.chosen {
+            Chosen::Cpu => {
+                let available = available_memory().unwrap_or(4 << 30);
+                Ok((available as f64 * CPU_BUDGET_SHARE) as u64)
+            }
+            #[cfg(feature = "cuda")]
+            Chosen::Cuda(backend) => {
+                let memory = backend.memory_info()?;
+                Ok((memory.total as f64 * self.gpu_memory_utilization) as u64)
+            }
+        }
+    }
+
+    /// Sizes the model at `path` from its header: its weights as the device
+    /// holds them and its KV cache under `options`, when the memory budget
+    /// is `budget` in all.
+    pub fn plan(&self, path: &Path, options: &EngineOptions, budget: u64) -> Result<MemoryPlan> {
+        let source = ModelSource::detect(path)?;
+        let config = read_config(&source).with_context(|| format!("reading {}", path.display()))?;
+        let max_model_len = options
+            .max_model_len
+            .unwrap_or(config.trained_context_len)
+            .min(config.trained_context_len);
+        let per_token = kv_bytes_per_token(&config, options.kv_cache_dtype);
+        let weight_bytes = match &self.chosen {
+            Chosen::Cpu => weight_file_bytes(&source)?,
+            #[cfg(feature = "cuda")]
+            Chosen::Cuda(_) => cuda::weight_bytes(&config, options, max_model_len),
+        };
+        let block = per_token * BLOCK_SIZE as u64;
+        let kv_bytes = match options.kv_cache {
+            KvCacheSize::Bytes(bytes) => bytes,
+            KvCacheSize::Blocks(n) => n as u64 * block,
+            KvCacheSize::Auto => match &self.chosen {
+                Chosen::Cpu => {
+                    let needed = per_token * (max_model_len * options.max_num_seqs) as u64;
+                    needed.min(budget / 4)
+                }
+                #[cfg(feature = "cuda")]
+                Chosen::Cuda(_) => budget.saturating_sub(weight_bytes),
+            },
+        };
+        // Whole blocks only.
+        let kv_bytes = kv_bytes / block * block;
+        if kv_bytes == 0 {
+            bail!(
+                "the KV cache would hold no block of {BLOCK_SIZE} tokens ({block} bytes); \
+                 give the model more kv-cache-memory or the server a larger memory budget"
+            );
+        }
+        Ok(MemoryPlan {
+            weight_bytes,
+            kv_bytes,
+            kv_bytes_per_token: per_token,
+            max_model_len,
+        })
+    }
+
+    /// Loads the model at `path` with `plan`'s KV cache, starts its engine
+    /// and warms it with one real forward step.
+    pub fn load(&self, path: &Path, options: &EngineOptions, plan: &MemoryPlan) -> Result<Loaded> {
+        let started = Instant::now();
+        let source = ModelSource::detect(path)?;
+        let cache = CacheConfig {
+            block_size: BLOCK_SIZE,
+            num_blocks: plan.num_blocks(),
+            max_model_len: plan.max_model_len,
+            kv_dtype: options.kv_cache_dtype,
+        };
+        let (engine, tokenizer, chat_template) = match &self.chosen {
+            Chosen::Cpu => start_engine(CpuBackend::new(), &source, options, cache),
+            #[cfg(feature = "cuda")]
+            Chosen::Cuda(backend) => cuda::start(backend, &source, options, cache),
+        }
+        .with_context(|| format!("loading {}", path.display()))?;
+        warm(&engine, &tokenizer).with_context(|| format!("warming {}", path.display()))?;
+        Ok(Loaded {
+            engine,
+            tokenizer,
+            chat_template,
+            path: path.to_path_buf(),
+            plan: *plan,
+            load_time: started.elapsed(),
+        })
+    }
+}
+
+/// For one-model commands (`generate`): opens the device, resolves
+/// `--model` and loads it under the flags, reporting it on stderr.
+pub fn start(args: &EngineArgs) -> Result<Loaded> {
+    let compute = args.open_compute()?;
+    let path = crate::model_path::resolve(args.model.as_deref())?;
+    let options = args.options();
+    let plan = compute.plan(&path, &options, args.memory_budget(&compute)?)?;
+    let loaded = compute.load(&path, &options, &plan)?;
+    eprintln!(
+        "tessera: loaded {} in {:.2}s on {}; KV cache {} tokens ({:.1} MiB, {}); context {}",
+        path.display(),
+        loaded.load_time.as_secs_f64(),
+        compute.backend_name(),
+        plan.num_blocks() * BLOCK_SIZE,
+        plan.kv_bytes as f64 / (1024.0 * 1024.0),
+        options.kv_cache_dtype,
+        plan.max_model_len,
+    );
+    Ok(loaded)
+}
+
+/// What [`Compute::load`] hands back before warming.
+type Started = (EngineHandle, Arc<Tokenizer>, Option<ChatTemplate>);
+
+/// Loads `source` onto `backend` with `cache` and spawns its engine.
+fn start_engine<B: Backend + 'static>(
+    backend: B,
+    source: &ModelSource,
+    options: &EngineOptions,
+    cache: CacheConfig,
+) -> Result<Started> {
+    let bundle = load_bundle(&backend, source, Some(cache.max_model_len))?;
+    let config = bundle.model.config.clone();
+    let runner = ModelRunner::new(backend, bundle.model, cache)?;
+    let tokenizer = Arc::new(bundle.tokenizer);
+    let engine = spawn(
+        runner,
+        tokenizer.clone(),
+        EngineConfig {
+            max_num_batched_tokens: options.max_num_batched_tokens,
+            max_num_seqs: options.max_num_seqs,
+            enable_prefix_caching: !options.no_prefix_caching,
+            max_waiting_requests: options.max_waiting_requests,
+            eos_token_ids: tokenizer.eos_token_ids().to_vec(),
+            vocab_size: config.vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
+        },
+    )?;
+    Ok((engine, tokenizer, bundle.chat_template))
+}
+
+/// Runs one real forward step (a one-token prompt, one token out), so the
+/// first client does not pay for page faults and lazily built state.
+fn warm(engine: &EngineHandle, tokenizer: &Tokenizer) -> Result<()> {
+    let token = tokenizer.eos_token_ids().first().copied().unwrap_or(0);
+    let mut stream = engine.submit(Request {
+        prompt_token_ids: vec![token],
+        params: SamplingParams {
+            max_tokens: 1,
+            ignore_eos: true,
+            ..SamplingParams::default()
+        },
+        priority: Priority::Interactive,
+    })?;
+    while let Some(out) = stream.blocking_next() {
+        if let Some(e) = out.error {
+            bail!("the warm-up step failed: {e}");
+        }
+        if out.usage.is_some() {
+            return Ok(());
+        }
+    }
+    bail!("the engine stopped during the warm-up step")
 }
 
 /// Sizes the process's compute pool, which every CPU kernel runs on.
@@ -100,123 +491,7 @@ fn size_thread_pool(threads: usize) -> Result<()> {
     Ok(())
 }
 
-/// A running engine and what the front end needs beside it.
-pub struct Serving {
-    pub engine: EngineHandle,
-    pub tokenizer: Arc<Tokenizer>,
-    pub chat_template: Option<ChatTemplate>,
-    /// The model file or directory loaded.
-    pub model_path: PathBuf,
-    /// The compute backend, for logs.
-    pub backend: &'static str,
-    /// Tokens the KV pool holds.
-    pub kv_tokens: usize,
-}
-
-/// Loads the model and starts the engine, reporting the KV pool on stderr.
-pub fn start(args: &EngineArgs) -> Result<Serving> {
-    let chosen = choose_device(args)?;
-    let path = model_path::resolve(args.model.as_deref())?;
-    let source = ModelSource::detect(&path)?;
-    if let Some(threads) = args.threads {
-        size_thread_pool(usize::from(threads))?;
-    }
-    match chosen {
-        Chosen::Cpu => start_on(
-            CpuBackend::new(),
-            args,
-            path,
-            &source,
-            |_, config, per_token| {
-                Ok(match args.kv_cache_memory {
-                    Some(bytes) => bytes,
-                    None => default_kv_budget(
-                        per_token,
-                        config.max_position_embeddings,
-                        args.max_num_seqs,
-                    ),
-                })
-            },
-        ),
-        #[cfg(feature = "cuda")]
-        Chosen::Cuda(backend) => cuda::start(*backend, args, path, &source),
-    }
-}
-
-/// [`start`] on a chosen backend; `budget` gives the KV pool's bytes from
-/// the backend (its free memory), the loaded model's configuration and the
-/// bytes one token's K and V take.
-fn start_on<B: Backend + 'static>(
-    backend: B,
-    args: &EngineArgs,
-    path: PathBuf,
-    source: &ModelSource,
-    budget: impl FnOnce(&B, &ModelConfig, u64) -> Result<u64>,
-) -> Result<Serving> {
-    let load_start = Instant::now();
-    let bundle = load_bundle(&backend, source, args.max_model_len)
-        .with_context(|| format!("loading {}", path.display()))?;
-    let config = bundle.model.config.clone();
-    let max_len = config.max_position_embeddings;
-    let per_token = kv_bytes_per_token(&config, args.kv_cache_dtype);
-    let budget = budget(&backend, &config, per_token)?;
-    let num_blocks =
-        usize::try_from(budget / (per_token * BLOCK_SIZE as u64)).unwrap_or(usize::MAX);
-    if num_blocks == 0 {
-        bail!(
-            "--kv-cache-memory {budget} bytes is less than one block of {BLOCK_SIZE} tokens ({} bytes)",
-            per_token * BLOCK_SIZE as u64
-        );
-    }
-    let name = backend.name();
-    let runner = ModelRunner::new(
-        backend,
-        bundle.model,
-        CacheConfig {
-            block_size: BLOCK_SIZE,
-            num_blocks,
-            max_model_len: max_len,
-            kv_dtype: args.kv_cache_dtype,
-        },
-    )?;
-    let tokenizer = Arc::new(bundle.tokenizer);
-    let on_cpu = name == "cpu";
-    eprintln!(
-        "tessera: loaded {} in {:.2}s; KV cache {num_blocks} blocks x {BLOCK_SIZE} = {} tokens ({:.1} MiB, {}); context {max_len}; {}",
-        path.display(),
-        load_start.elapsed().as_secs_f64(),
-        num_blocks * BLOCK_SIZE,
-        (num_blocks * BLOCK_SIZE) as f64 * per_token as f64 / (1024.0 * 1024.0),
-        if on_cpu { args.kv_cache_dtype.to_string() } else { "bf16".to_string() },
-        if on_cpu {
-            format!("{} compute threads", rayon::current_num_threads())
-        } else {
-            format!("on {name}")
-        },
-    );
-    let engine = spawn(
-        runner,
-        tokenizer.clone(),
-        EngineConfig {
-            max_num_batched_tokens: args.max_num_batched_tokens,
-            max_num_seqs: args.max_num_seqs,
-            enable_prefix_caching: !args.no_prefix_caching,
-            max_waiting_requests: args.max_waiting_requests,
-            eos_token_ids: tokenizer.eos_token_ids().to_vec(),
-            vocab_size: config.vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
-        },
-    )?;
-    Ok(Serving {
-        engine,
-        tokenizer,
-        chat_template: bundle.chat_template,
-        model_path: path,
-        backend: if on_cpu { "cpu" } else { "cuda" },
-        kv_tokens: num_blocks * BLOCK_SIZE,
-    })
-}
-
-/// The device the model will run on, ready before anything is loaded.
+/// The device the models run on, ready before anything is loaded.
 enum Chosen {
     Cpu,
     #[cfg(feature = "cuda")]
@@ -228,8 +503,8 @@ enum Chosen {
 /// up (every kernel compiled or read from the PTX cache, cuBLASLt). Under
 /// `auto`, a device that opens but cannot be set up is passed over for the
 /// CPU, with the reason.
-fn choose_device(args: &EngineArgs) -> Result<Chosen> {
-    let spec = args.device;
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+fn choose_device(spec: DeviceSpec, kv_cache_dtype: KvCacheDtype) -> Result<Chosen> {
     let selection = device::select(spec)?;
     match selection.device {
         Device::Cpu => {
@@ -239,30 +514,28 @@ fn choose_device(args: &EngineArgs) -> Result<Chosen> {
             Ok(Chosen::Cpu)
         }
         #[cfg(feature = "cuda")]
-        Device::Cuda(dev) => cuda::choose(spec, args, dev, &selection.reason),
+        Device::Cuda(dev) => cuda::choose(spec, kv_cache_dtype, dev, &selection.reason),
     }
 }
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    //! The CUDA side of start-up: the backend built on the opened device, and
-    //! the KV pool sized from the GPU's free memory.
+    //! The CUDA side: the backend built on the opened device, and models
+    //! loaded onto it.
 
     use super::*;
-    use tessera_model::backend::cuda::{
-        activation_bytes, kv_cache_budget, CudaBackend, ForwardLimits,
-    };
+    use tessera_model::backend::cuda::{activation_bytes, CudaBackend, ForwardLimits};
     use tessera_model::cuda::ptx_cache::PtxCache;
     use tessera_model::cuda::CudaDevice;
 
     /// The backend on `dev`, or (under `auto`) the CPU when it cannot be set up.
     pub(super) fn choose(
         spec: DeviceSpec,
-        args: &EngineArgs,
+        kv_cache_dtype: KvCacheDtype,
         dev: CudaDevice,
         reason: &str,
     ) -> Result<Chosen> {
-        if args.kv_cache_dtype == KvCacheDtype::F32 {
+        if kv_cache_dtype == KvCacheDtype::F32 {
             let why = "--kv-cache-dtype f32: the CUDA backend keeps K and V in bf16; use f16 (the default, bf16 on a GPU)";
             if spec == DeviceSpec::Auto {
                 eprintln!("tessera: device cpu (auto: {reason} passed over: {why})");
@@ -285,42 +558,46 @@ mod cuda {
         }
     }
 
-    /// Loads onto `backend`; the KV pool gets --kv-cache-memory, or what
-    /// --gpu-memory-utilization leaves after the weights and a forward's
-    /// activations.
+    /// Weights in bf16 (the GPU dequantizes every matrix at upload) plus
+    /// one forward's activations, from the configuration alone.
+    pub(super) fn weight_bytes(
+        config: &ModelConfig,
+        options: &EngineOptions,
+        max_model_len: usize,
+    ) -> u64 {
+        let (h, i, v, l) = (
+            config.hidden_size as u64,
+            config.intermediate_size as u64,
+            config.vocab_size as u64,
+            config.num_layers as u64,
+        );
+        let per_layer =
+            h * config.qkv_width() as u64 + config.q_width() as u64 * h + 3 * h * i + 2 * h;
+        let embeddings = if config.tie_word_embeddings {
+            v * h
+        } else {
+            2 * v * h
+        };
+        let limits = ForwardLimits {
+            max_tokens: options.max_num_batched_tokens,
+            max_logit_rows: options.max_num_seqs,
+            max_model_len,
+        };
+        2 * (l * per_layer + embeddings + h) + activation_bytes(config, &limits)
+    }
+
+    /// Loads onto the process's one CUDA backend: every model shares its
+    /// device, kernels and cuBLASLt handle.
     pub(super) fn start(
-        backend: CudaBackend,
-        args: &EngineArgs,
-        path: PathBuf,
+        backend: &CudaBackend,
         source: &ModelSource,
-    ) -> Result<Serving> {
-        let budget =
-            |backend: &CudaBackend, config: &ModelConfig, _per_token: u64| -> Result<u64> {
-                CudaBackend::check_model(config)
-                    .with_context(|| format!("--device {}", backend.name()))?;
-                let memory = backend.memory_info()?;
-                if let Some(bytes) = args.kv_cache_memory {
-                    if bytes > memory.free {
-                        bail!(
-                            "--kv-cache-memory {bytes} bytes: {} has {} MiB free after loading",
-                            backend.name(),
-                            memory.free >> 20
-                        );
-                    }
-                    return Ok(bytes);
-                }
-                let limits = ForwardLimits {
-                    max_tokens: args.max_num_batched_tokens,
-                    max_logit_rows: args.max_num_seqs,
-                    max_model_len: config.max_position_embeddings,
-                };
-                Ok(kv_cache_budget(
-                    memory,
-                    args.gpu_memory_utilization,
-                    activation_bytes(config, &limits),
-                )?)
-            };
-        start_on(backend, args, path, source, budget)
+        options: &EngineOptions,
+        cache: CacheConfig,
+    ) -> Result<Started> {
+        let config = read_config(source)?;
+        CudaBackend::check_model(&config)
+            .with_context(|| format!("--device {}", backend.name()))?;
+        start_engine(backend.share(), source, options, cache)
     }
 }
 
@@ -329,18 +606,62 @@ fn kv_bytes_per_token(c: &ModelConfig, dtype: KvCacheDtype) -> u64 {
     (2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype.bytes()) as u64
 }
 
-/// A quarter of available memory, but no more than `max_seqs` full-length
-/// sequences need.
-fn default_kv_budget(per_token: u64, max_len: usize, max_seqs: usize) -> u64 {
-    let needed = per_token * (max_len * max_seqs) as u64;
-    let available = available_memory().unwrap_or(4 << 30);
-    needed.min(available / 4).max(per_token * BLOCK_SIZE as u64)
-}
-
 /// `MemAvailable` from /proc/meminfo, in bytes.
 fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> EngineOptions {
+        EngineOptions {
+            max_model_len: None,
+            kv_cache: KvCacheSize::Auto,
+            kv_cache_dtype: KvCacheDtype::F16,
+            max_num_batched_tokens: 512,
+            max_num_seqs: 64,
+            no_prefix_caching: false,
+            max_waiting_requests: 4096,
+        }
+    }
+
+    #[test]
+    fn model_settings_override_the_flags_by_their_names() {
+        let settings: ModelOptions = toml::from_str(
+            "max-model-len = 2048\nkv-cache-memory = \"256MiB\"\nkv-cache-dtype = \"f32\"\n\
+             max-num-seqs = 8\nno-prefix-caching = true\nmax-num-batched-tokens = 128\n\
+             max-waiting-requests = 10",
+        )
+        .expect("toml");
+        let o = base().with_settings(&settings).expect("valid");
+        assert_eq!(o.max_model_len, Some(2048));
+        assert_eq!(o.kv_cache, KvCacheSize::Bytes(256 << 20));
+        assert_eq!(o.kv_cache_dtype, KvCacheDtype::F32);
+        assert_eq!(
+            (
+                o.max_num_seqs,
+                o.max_num_batched_tokens,
+                o.max_waiting_requests
+            ),
+            (8, 128, 10)
+        );
+        assert!(o.no_prefix_caching);
+        for (bad, says) in [
+            ("max-num-seqs = 0", "positive integer"),
+            ("max-num-seqs = \"8\"", "positive integer"),
+            ("kv-cache-memory = \"lots\"", "kv-cache-memory"),
+            ("kv-cache-dtype = \"f8\"", "kv-cache-dtype"),
+            ("no-prefix-caching = 1", "true or false"),
+            ("max_model_len = 5", "unknown model option 'max_model_len'"),
+        ] {
+            let t: ModelOptions = toml::from_str(bad).expect("toml");
+            let e = base().with_settings(&t).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

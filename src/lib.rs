@@ -8,4 +8,3 @@ pub mod logging;
 pub mod model_path;
 pub mod serve;
 pub mod text_model;
-pub mod units;

@@ -89,7 +89,13 @@ fn main() -> Result<()> {
     logging::init(format);
     match cli.command {
         Command::Serve(args) if args.print_config => print_config(&matches, file.as_ref()),
-        Command::Serve(args) => serve::run(*args),
+        Command::Serve(args) => {
+            let models = match &file {
+                Some(f) => serve::models::from_config(f.path(), f.models())?,
+                None => Vec::new(),
+            };
+            serve::run(*args, models)
+        }
         Command::Generate(args) => generate::run(args),
         Command::Bench(command) => Ok(tessera_bench::bench::run(*command)?),
         Command::Pull(args) => {

@@ -5,13 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
+use tessera::engine_setup::{Compute, EngineOptions, KvCacheSize};
+use tessera_engine::engine::EngineHandle;
 use tessera_engine::request::{Priority, Request};
 use tessera_engine::sampling::SamplingParams;
-use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::backend::KvCacheDtype;
-use tessera_model::loader::{load_bundle, ModelSource};
-use tessera_model::runner::{CacheConfig, ModelRunner};
 use tessera_model::tokenizer::Tokenizer;
 
 fn default_model() -> PathBuf {
@@ -25,34 +23,21 @@ fn default_model() -> PathBuf {
 }
 
 fn start_engine(num_blocks: usize, budget: usize) -> (EngineHandle, Arc<Tokenizer>) {
-    let backend = CpuBackend::new();
-    let source = ModelSource::detect(&default_model()).expect("model");
-    let bundle = load_bundle(&backend, &source, Some(1024)).expect("loads");
-    let vocab = bundle.model.config.vocab_size;
-    let runner = ModelRunner::new(
-        backend,
-        bundle.model,
-        CacheConfig {
-            block_size: 16,
-            num_blocks,
-            max_model_len: 1024,
-            kv_dtype: KvCacheDtype::default(),
-        },
-    )
-    .expect("runner");
-    let tokenizer = Arc::new(bundle.tokenizer);
-    let handle = spawn(
-        runner,
-        tokenizer.clone(),
-        EngineConfig {
-            max_num_batched_tokens: budget,
-            eos_token_ids: tokenizer.eos_token_ids().to_vec(),
-            vocab_size: vocab,
-            ..EngineConfig::default()
-        },
-    )
-    .expect("engine");
-    (handle, tokenizer)
+    let compute = Compute::cpu();
+    let options = EngineOptions {
+        max_model_len: Some(1024),
+        kv_cache: KvCacheSize::Blocks(num_blocks),
+        kv_cache_dtype: KvCacheDtype::default(),
+        max_num_batched_tokens: budget,
+        max_num_seqs: 128,
+        no_prefix_caching: false,
+        max_waiting_requests: 4096,
+    };
+    let path = default_model();
+    let plan = compute.plan(&path, &options, u64::MAX).expect("plans");
+    assert_eq!(plan.num_blocks(), num_blocks);
+    let loaded = compute.load(&path, &options, &plan).expect("loads");
+    (loaded.engine, loaded.tokenizer)
 }
 
 fn generate(engine: &EngineHandle, prompt: Vec<u32>, params: SamplingParams) -> (Vec<u32>, String) {

@@ -1,5 +1,6 @@
 //! End to end: the real `tessera serve` process on a free port with an API
-//! key and a metrics key, driven by the official OpenAI Python SDK (installed
+//! key and a metrics key, its model from a config file's `[[models]]` table
+//! with an alias, driven by the official OpenAI Python SDK (installed
 //! into .venv by scripts/python-env; its `/metrics` check uses the official
 //! Prometheus parser), then stopped with SIGTERM while a stream is in flight:
 //! the stream finishes and the process exits 0.
@@ -33,9 +34,10 @@ impl Drop for Server {
 
 /// Starts `tessera serve --port 0` and waits for its ready line, which carries
 /// the address it bound.
-fn start_server() -> (Server, SocketAddr) {
+fn start_server(config: &Path) -> (Server, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--port", "0", "--served-model-name", MODEL_NAME])
+        .args(["serve", "--port", "0", "--config"])
+        .arg(config)
         .args(["--max-model-len", "2048", "--kv-cache-memory", "128MiB"])
         .args(["--shutdown-timeout", "60"])
         .args(["--api-key", API_KEY, "--metrics-key", METRICS_KEY])
@@ -76,7 +78,17 @@ fn python() -> String {
 #[test]
 fn the_openai_python_sdk_works_against_tessera_serve() {
     let python = python();
-    let (mut server, addr) = start_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nname = \"{MODEL_NAME}\"\npath = \"{ROOT}/models/SmolLM2-135M-Instruct.Q4_1.gguf\"\n\
+             aliases = {{ prod = 1 }}\n"
+        ),
+    )
+    .expect("config file");
+    let (mut server, addr) = start_server(&config);
 
     let status = Command::new(&python)
         .arg(Path::new(ROOT).join("tests/openai_sdk/check_openai_sdk.py"))

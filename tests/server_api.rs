@@ -1,14 +1,13 @@
 //! The HTTP server's non-streaming surface over raw bytes: every bad request
 //! gets an OpenAI-shaped error with the right status and param; models are
-//! listed from the registry; /ready says 503 until loaded.
+//! listed with their versions and states; /ready says 503 until loaded.
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use common::{keys, post, request, TestServer, MODEL};
 use serde_json::{json, Value};
-use tessera_server::ModelRegistry;
 
 /// Served beside the default model with a waiting queue of 0: every request
 /// to it is refused with 429.
@@ -18,11 +17,7 @@ fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         let server = common::start();
-        common::register(
-            &server.registry,
-            FULL_MODEL,
-            &common::engine_args("16MiB", 0),
-        );
+        common::register(&server.models, FULL_MODEL, &common::engine_args("16MiB", 0));
         server
     })
 }
@@ -210,23 +205,46 @@ fn models_lists_every_registered_model() {
         .iter()
         .map(|m| m["id"].as_str().expect("id"))
         .collect();
-    assert_eq!(ids, [MODEL, FULL_MODEL]);
+    let versioned = |m: &str| format!("{m}:1");
+    assert_eq!(
+        ids,
+        [MODEL, &versioned(MODEL), FULL_MODEL, &versioned(FULL_MODEL)]
+    );
     let one = request(s.addr, "GET", &format!("/v1/models/{MODEL}"), b"").json();
     assert_eq!(
         keys(&one),
-        ["created", "id", "max_model_len", "object", "owned_by"]
+        [
+            "created",
+            "id",
+            "max_model_len",
+            "object",
+            "owned_by",
+            "resident_bytes",
+            "status",
+            "target",
+            "version"
+        ]
     );
     assert_eq!(
         (one["object"].as_str(), one["max_model_len"].as_u64()),
         (Some("model"), Some(2048))
     );
+    assert_eq!(
+        (one["status"].as_str(), one["version"].as_u64()),
+        (Some("ready"), Some(1))
+    );
+    // Weights (the GGUF, 98 MB) plus the 192 MiB KV cache.
+    let resident = one["resident_bytes"].as_u64().expect("bytes");
+    assert!(resident > 192 << 20 && resident < 320 << 20, "{resident}");
+    let version = request(s.addr, "GET", &format!("/v1/models/{MODEL}:1"), b"").json();
+    assert_eq!(keys(&version).contains(&"target"), false);
     assert_eq!(request(s.addr, "GET", "/v1/models/a/b", b"").status, 404);
 }
 
 #[test]
 fn not_ready_until_loaded() {
-    let registry = Arc::new(ModelRegistry::new());
-    let addr = common::serve(registry.clone(), 1 << 20);
+    let state = tessera_server::AppState::new(common::models(), Default::default()).expect("state");
+    let addr = common::serve_state(state.clone(), None);
     assert_eq!(request(addr, "GET", "/health", b"").status, 200);
     let r = request(addr, "GET", "/ready", b"");
     assert_eq!(
@@ -235,6 +253,6 @@ fn not_ready_until_loaded() {
     );
     let r = post(addr, "/v1/completions", &json!({"prompt": "x"}));
     assert_eq!(r.status, 503);
-    registry.set_ready(true);
+    state.set_ready(true);
     assert_eq!(request(addr, "GET", "/ready", b"").status, 200);
 }

@@ -4,19 +4,16 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{read_chunk, read_head, send, wait_for};
 use serde_json::json;
-use tessera_server::ModelRegistry;
 
 #[test]
 fn a_client_that_leaves_aborts_its_request_and_frees_every_block() {
-    let registry = Arc::new(ModelRegistry::new());
-    let engine = common::register(&registry, common::MODEL, &common::engine_args("64MiB", 16));
-    registry.set_ready(true);
-    let addr = common::serve(registry, 1 << 20);
+    let models = common::models();
+    let engine = common::register(&models, common::MODEL, &common::engine_args("64MiB", 16));
+    let addr = common::serve(models, 1 << 20);
     let total = engine.stats().num_blocks;
     assert!(total > 0);
     assert_eq!(engine.stats().free_blocks, total);

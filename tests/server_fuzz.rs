@@ -6,14 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{keys, post, request, wait_for, MODEL};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
-use tessera_server::ModelRegistry;
 
 const CMPL: &str = "/v1/completions";
 const CHAT: &str = "/v1/chat/completions";
@@ -256,10 +254,9 @@ fn check_error(r: &common::Response, what: &[u8]) {
 }
 
 fn serve() -> (SocketAddr, tessera_engine::engine::EngineHandle) {
-    let registry = Arc::new(ModelRegistry::new());
-    let engine = common::register(&registry, MODEL, &common::engine_args("64MiB", 64));
-    registry.set_ready(true);
-    (common::serve(registry, 1 << 20), engine)
+    let models = common::models();
+    let engine = common::register(&models, MODEL, &common::engine_args("64MiB", 64));
+    (common::serve(models, 1 << 20), engine)
 }
 
 #[test]

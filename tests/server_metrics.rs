@@ -5,13 +5,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{post, request, request_with, sse_chunks, wait_for, MODEL};
 use prometheus_parse::{LineInfo, Scrape, Value};
 use serde_json::json;
-use tessera_server::{ModelRegistry, ServerConfig};
+use tessera_server::ServerConfig;
 
 /// Fetches and parses `/metrics`, checking every line is exposition format.
 fn scrape(addr: SocketAddr) -> Scrape {
@@ -90,10 +89,9 @@ fn usage(v: &serde_json::Value) -> (f64, f64) {
 
 #[test]
 fn metrics_count_exactly_what_was_served() {
-    let registry = Arc::new(ModelRegistry::new());
-    let engine = common::register(&registry, MODEL, &common::engine_args("64MiB", 64));
-    registry.set_ready(true);
-    let addr = common::serve(registry, 1 << 20);
+    let models = common::models();
+    let engine = common::register(&models, MODEL, &common::engine_args("64MiB", 64));
+    let addr = common::serve(models, 1 << 20);
 
     // A fresh server shows the model's series at zero.
     let s = scrape(addr);
@@ -250,9 +248,9 @@ fn metrics_count_exactly_what_was_served() {
 
 #[test]
 fn a_metrics_key_protects_metrics_and_api_keys_do_not_open_it() {
-    let registry = Arc::new(ModelRegistry::new());
+    let models = common::models();
     let addr = common::serve_with(
-        registry,
+        models,
         ServerConfig {
             api_keys: vec!["sk-api".into()],
             metrics_key: Some("sk-metrics".into()),

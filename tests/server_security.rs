@@ -11,19 +11,18 @@ use std::time::Duration;
 use common::{keys, read_chunk, read_head, request_with, send_with, wait_for, Response, MODEL};
 use serde_json::{json, Value};
 use tessera_engine::engine::EngineHandle;
-use tessera_server::{Limits, ModelRegistry, RateLimitConfig, ServerConfig};
+use tessera_server::{Limits, ModelManager, RateLimitConfig, ServerConfig};
 
 const KEY: &str = "sk-good";
 const OTHER_KEY: &str = "sk-other";
 
 /// The default model, shared by every server of this file.
-fn model() -> &'static (Arc<ModelRegistry>, EngineHandle) {
-    static MODEL_: OnceLock<(Arc<ModelRegistry>, EngineHandle)> = OnceLock::new();
+fn model() -> &'static (Arc<ModelManager>, EngineHandle) {
+    static MODEL_: OnceLock<(Arc<ModelManager>, EngineHandle)> = OnceLock::new();
     MODEL_.get_or_init(|| {
-        let registry = Arc::new(ModelRegistry::new());
-        let engine = common::register(&registry, MODEL, &common::engine_args("192MiB", 64));
-        registry.set_ready(true);
-        (registry, engine)
+        let models = common::models();
+        let engine = common::register(&models, MODEL, &common::engine_args("192MiB", 64));
+        (models, engine)
     })
 }
 

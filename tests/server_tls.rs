@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{read_response, request_head, Response, MODEL};
 use serde_json::json;
-use tessera_server::{load_acceptor, ModelRegistry, ServerConfig, TlsError};
+use tessera_server::{load_acceptor, ServerConfig, TlsError};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -58,9 +58,8 @@ fn a_self_signed_certificate_serves_https() {
     let (cert, key, cert_pem) = certificate(&dir);
     let acceptor = load_acceptor(&cert, &key).expect("the certificate loads");
 
-    let registry = Arc::new(ModelRegistry::new());
+    let registry = common::models();
     common::register(&registry, MODEL, &common::engine_args("32MiB", 16));
-    registry.set_ready(true);
     let addr = common::serve_with(registry, ServerConfig::default(), Some(acceptor));
 
     let mut roots = RootCertStore::empty();

@@ -10,7 +10,8 @@ use clap::builder::BoolishValueParser;
 use tessera_server::{Limits, RateLimitConfig, ServerConfig, MAX_N};
 
 use crate::engine_setup::EngineArgs;
-use crate::units::{parse_bytes, parse_duration};
+use tessera_manager::units::{parse_bytes, parse_duration};
+use tessera_manager::KeepAlive;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,6 +40,46 @@ pub struct ServeArgs {
     /// the file name of the default model without `.gguf`].
     #[arg(long, env = "TESSERA_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
+    /// Serve the models of this directory instead of --model: DIR/<name>/<version>/
+    /// holds a GGUF file or a Hugging Face model directory, DIR/<name>/model.toml
+    /// the model's settings [default: none].
+    #[arg(
+        long,
+        env = "TESSERA_MODEL_REPOSITORY",
+        value_name = "DIR",
+        conflicts_with = "served_model_name"
+    )]
+    pub model_repository: Option<PathBuf>,
+    /// Re-read the model repository this often, e.g. `30s`: new versions are
+    /// loaded and warmed before the ones they replace leave [default: never].
+    #[arg(long, env = "TESSERA_REPOSITORY_POLL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub repository_poll_interval: Option<Duration>,
+    /// Most model versions loaded at once; loading another evicts the least
+    /// recently used idle one [default: as many as the memory budget holds].
+    #[arg(long, env = "TESSERA_MAX_LOADED_MODELS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_loaded_models: Option<u64>,
+    /// How long an idle model stays loaded, e.g. `10m`; `0` unloads it when
+    /// its requests end, a negative value (`-1`) never [default: -1]. A
+    /// model's `keep_alive` in model.toml and a request's `keep_alive` win.
+    #[arg(long, env = "TESSERA_KEEP_ALIVE", value_parser = KeepAlive::parse, default_value = "-1", allow_hyphen_values = true)]
+    pub keep_alive: KeepAlive,
+    /// Answer 503 for a model in the repository that is not loaded, instead
+    /// of loading it for the request [default: off, models load on demand].
+    #[arg(long, env = "TESSERA_NO_AUTOLOAD", value_parser = BoolishValueParser::new(), default_value_t = false)]
+    pub no_autoload: bool,
+    /// A key that opens the management API (/v2/repository/...) as
+    /// `Authorization: Bearer KEY`; repeat for several. TESSERA_ADMIN_API_KEYS
+    /// takes a comma-separated list [default: none, the management API is off].
+    #[arg(
+        long = "admin-api-key",
+        env = "TESSERA_ADMIN_API_KEYS",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub admin_api_keys: Vec<String>,
+    /// File of admin keys, one per line [default: none].
+    #[arg(long, env = "TESSERA_ADMIN_API_KEY_FILE", value_name = "FILE")]
+    pub admin_api_key_file: Option<PathBuf>,
     /// Address to listen on (0.0.0.0 for every interface).
     #[arg(long, env = "TESSERA_HOST", default_value = "127.0.0.1")]
     pub host: String,
@@ -143,12 +184,17 @@ impl ServeArgs {
     pub fn server_config(&self) -> Result<ServerConfig> {
         let mut api_keys = self.api_keys.clone();
         if let Some(path) = &self.api_key_file {
-            api_keys.extend(read_key_file(path)?);
+            api_keys.extend(read_key_file(path, "api-key-file")?);
+        }
+        let mut admin_api_keys = self.admin_api_keys.clone();
+        if let Some(path) = &self.admin_api_key_file {
+            admin_api_keys.extend(read_key_file(path, "admin-api-key-file")?);
         }
         let config = ServerConfig {
             max_body_bytes: usize::try_from(self.max_request_bytes).unwrap_or(usize::MAX),
             api_keys,
             metrics_key: self.metrics_key.clone(),
+            admin_api_keys,
             rate_limit: RateLimitConfig {
                 requests: self.rate_limit_requests,
                 tokens: self.rate_limit_tokens,
@@ -171,13 +217,9 @@ impl ServeArgs {
 
 /// Keys from a file: one per line, `#` comments and blank lines skipped. A
 /// file without keys is an error: it would leave the server open.
-fn read_key_file(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "invalid setting 'api-key-file': cannot read {}",
-            path.display()
-        )
-    })?;
+fn read_key_file(path: &Path, option: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("invalid setting '{option}': cannot read {}", path.display()))?;
     let keys: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -186,7 +228,7 @@ fn read_key_file(path: &Path) -> Result<Vec<String>> {
         .collect();
     if keys.is_empty() {
         bail!(
-            "invalid setting 'api-key-file': {} holds no key",
+            "invalid setting '{option}': {} holds no key",
             path.display()
         );
     }
@@ -203,9 +245,12 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("keys");
         std::fs::write(&file, "# team a\nsk-a\n\n  sk-b  \n").expect("write");
-        assert_eq!(read_key_file(&file).expect("keys"), ["sk-a", "sk-b"]);
+        assert_eq!(
+            read_key_file(&file, "api-key-file").expect("keys"),
+            ["sk-a", "sk-b"]
+        );
         std::fs::write(&file, "# nothing\n").expect("write");
-        let e = read_key_file(&file).expect_err("empty");
+        let e = read_key_file(&file, "api-key-file").expect_err("empty");
         assert!(e.to_string().contains("api-key-file"), "{e}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

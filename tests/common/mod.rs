@@ -10,31 +10,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tessera::engine_setup::{self, EngineArgs};
-use tessera::text_model::ModelText;
+use tessera::engine_setup::{self, Compute, EngineArgs};
+use tessera::serve::models::ServerLoader;
 use tessera_engine::engine::EngineHandle;
-use tessera_server::{AppState, ModelRegistry, ServedModel, ServerConfig};
+use tessera_manager::{KeepAlive, ManagerSettings, ModelOptions, ModelSettings, ModelSpec};
+use tessera_server::{AppState, ModelManager, ServerConfig};
 
 /// The name the test server gives the default model.
 pub const MODEL: &str = "smol";
+
+/// The default model's file.
+pub const DEFAULT_MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
 
 /// A server running on its own runtime thread.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub engine: EngineHandle,
-    pub registry: Arc<ModelRegistry>,
+    pub models: Arc<ModelManager>,
 }
 
 /// Engine options small enough for CI: a 2048-token context and a modest KV pool.
 pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
     EngineArgs {
-        model: Some(
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-            )
-            .into(),
-        ),
+        model: Some(DEFAULT_MODEL.into()),
         max_model_len: Some(2048),
         kv_cache_memory: Some(engine_setup::parse_bytes(kv).expect("size")),
         kv_cache_dtype: Default::default(),
@@ -45,24 +46,77 @@ pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
         threads: None,
         device: Default::default(),
         gpu_memory_utilization: 0.9,
+        memory_budget: None,
     }
 }
 
-/// Loads a model and registers it as `name`.
-pub fn register(registry: &ModelRegistry, name: &str, args: &EngineArgs) -> EngineHandle {
-    let serving = engine_setup::start(args).expect("the default model loads (scripts/fetch-model)");
-    let text = Arc::new(ModelText::new(serving.tokenizer, serving.chat_template));
-    let engine = serving.engine.clone();
-    registry
-        .add(ServedModel::new(name, serving.engine, text))
-        .expect("unique name");
-    engine
+/// A manager on the CPU with room for every test's models, none evicted.
+pub fn models() -> Arc<ModelManager> {
+    models_with(ManagerSettings {
+        memory_budget: 16 << 30,
+        max_loaded_models: None,
+        keep_alive: KeepAlive::Forever,
+        autoload: true,
+    })
 }
 
-/// Serves `registry` on a free port in the background.
-pub fn serve(registry: Arc<ModelRegistry>, max_body_bytes: usize) -> SocketAddr {
+/// A manager on the CPU with `settings`.
+pub fn models_with(settings: ManagerSettings) -> Arc<ModelManager> {
+    let loader = ServerLoader::new(Compute::cpu(), engine_args("64MiB", 4096).options());
+    ModelManager::new(Box::new(loader), settings)
+}
+
+/// `args` as a model's settings (what model.toml would say).
+pub fn settings_of(args: &EngineArgs) -> ModelSettings {
+    let mut options = ModelOptions::new();
+    let int = |v: usize| toml::Value::Integer(i64::try_from(v).expect("fits"));
+    if let Some(len) = args.max_model_len {
+        options.insert("max-model-len".into(), int(len));
+    }
+    if let Some(bytes) = args.kv_cache_memory {
+        options.insert("kv-cache-memory".into(), toml::Value::Integer(bytes as i64));
+    }
+    options.insert(
+        "max-waiting-requests".into(),
+        int(args.max_waiting_requests),
+    );
+    options.insert("max-num-seqs".into(), int(args.max_num_seqs));
+    options.insert(
+        "max-num-batched-tokens".into(),
+        int(args.max_num_batched_tokens),
+    );
+    ModelSettings {
+        options,
+        ..ModelSettings::default()
+    }
+}
+
+/// Loads the default model as version 1 of `name` with `args` and returns
+/// its engine.
+pub fn register(models: &Arc<ModelManager>, name: &str, args: &EngineArgs) -> EngineHandle {
+    let path = args.model.clone().expect("a model path");
+    models.add_model(ModelSpec {
+        name: name.into(),
+        versions: [(1, path.into())].into(),
+        settings: settings_of(args),
+    });
+    models
+        .load(name, Some(1))
+        .expect("known")
+        .wait_blocking()
+        .expect("the default model loads (scripts/fetch-model)");
+    models
+        .resolve(Some(name), None)
+        .expect("ready")
+        .model
+        .engine
+        .clone()
+}
+
+/// Serves `models` on a free port in the background, ready.
+pub fn serve(models: Arc<ModelManager>, max_body_bytes: usize) -> SocketAddr {
     serve_with(
-        registry,
+        models,
         ServerConfig {
             max_body_bytes,
             ..ServerConfig::default()
@@ -71,17 +125,23 @@ pub fn serve(registry: Arc<ModelRegistry>, max_body_bytes: usize) -> SocketAddr 
     )
 }
 
-/// Serves `registry` with `config` (over TLS with `tls`) on a free port in
-/// the background.
+/// Serves `models` with `config` (over TLS with `tls`) on a free port in
+/// the background, ready.
 pub fn serve_with(
-    registry: Arc<ModelRegistry>,
+    models: Arc<ModelManager>,
     config: ServerConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> SocketAddr {
+    let state = AppState::new(models, config).expect("valid config");
+    state.set_ready(true);
+    serve_state(state, tls)
+}
+
+/// Serves `state` on a free port in the background.
+pub fn serve_state(state: AppState, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = std_listener.local_addr().expect("addr");
     std_listener.set_nonblocking(true).expect("nonblocking");
-    let state = AppState::new(registry, config).expect("valid config");
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -106,14 +166,13 @@ pub fn serve_with(
 
 /// The default model as `MODEL`, ready, on a free port.
 pub fn start() -> TestServer {
-    let registry = Arc::new(ModelRegistry::new());
-    let engine = register(&registry, MODEL, &engine_args("192MiB", 4096));
-    registry.set_ready(true);
-    let addr = serve(registry.clone(), 1 << 20);
+    let models = models();
+    let engine = register(&models, MODEL, &engine_args("192MiB", 4096));
+    let addr = serve(models.clone(), 1 << 20);
     TestServer {
         addr,
         engine,
-        registry,
+        models,
     }
 }
 

@@ -59,6 +59,23 @@ def models_are_listed():
 
 
 @check
+def versions_and_aliases_are_listed_and_served():
+    models = {m.id: m for m in client.models.list()}
+    for model_id in (MODEL, f"{MODEL}:1", f"{MODEL}@prod"):
+        assert model_id in models, list(models)
+    alias = models[f"{MODEL}@prod"]
+    assert (alias.status, alias.version) == ("ready", 1), alias
+    assert alias.resident_bytes > 0, alias
+    raw = client.chat.completions.with_raw_response.create(
+        model=f"{MODEL}@prod", messages=MESSAGES, max_tokens=8, temperature=0)
+    assert raw.headers["x-tessera-model-version"] == "1", raw.headers
+    by_alias = raw.parse().choices[0].message.content
+    by_name = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=8, temperature=0).choices[0].message.content
+    assert by_alias and by_alias == by_name, (by_alias, by_name)
+
+
+@check
 def chat_whole_and_streamed_agree():
     whole = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=12, temperature=0)
     assert whole.object == "chat.completion" and whole.id.startswith("chatcmpl-")

@@ -17,6 +17,9 @@ pub enum Rule {
     Open,
     /// `/metrics`: `--metrics-key` when set.
     Metrics,
+    /// The management API (`/v2/repository/...`): an admin key, and off
+    /// (404) when none is set.
+    Admin,
     /// The API (and unknown paths, so that they do not reveal what exists).
     Api,
 }
@@ -26,6 +29,7 @@ pub fn rule(path: &str) -> Rule {
     match path {
         "/health" | "/ready" => Rule::Open,
         "/metrics" => Rule::Metrics,
+        _ if path == "/v2/repository" || path.starts_with("/v2/repository/") => Rule::Admin,
         _ => Rule::Api,
     }
 }
@@ -49,6 +53,15 @@ pub fn check(
             if state.metrics_key.is_enabled() {
                 authenticate(&state.metrics_key, headers).map_err(ApiError::unauthorized)?;
             }
+            Ok(caller)
+        }
+        Rule::Admin => {
+            if !state.admin_keys.is_enabled() {
+                return Err(ApiError::route_not_found("", path).with_message(
+                    "The management API is off: start the server with --admin-api-key to use it.",
+                ));
+            }
+            authenticate(&state.admin_keys, headers).map_err(ApiError::unauthorized)?;
             Ok(caller)
         }
         Rule::Api => {
@@ -77,5 +90,8 @@ mod tests {
         assert_eq!(rule("/metrics"), Rule::Metrics);
         assert_eq!(rule("/v1/models"), Rule::Api);
         assert_eq!(rule("/anything"), Rule::Api);
+        assert_eq!(rule("/v2/repository/index"), Rule::Admin);
+        assert_eq!(rule("/v2/repository/models/a/load"), Rule::Admin);
+        assert_eq!(rule("/v2/repositoryx"), Rule::Api);
     }
 }

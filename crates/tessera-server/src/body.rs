@@ -26,6 +26,23 @@ impl FromRequest<AppState> for JsonObject {
     }
 }
 
+/// A request body that is a JSON object or empty (an empty object then).
+pub struct OptionalJsonObject(pub Map<String, Value>);
+
+impl FromRequest<AppState> for OptionalJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_error(&e, state.config().max_body_bytes))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Map::new()));
+        }
+        parse_object(&bytes).map(Self)
+    }
+}
+
 fn body_error(e: &BytesRejection, limit: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::body_too_large(limit)

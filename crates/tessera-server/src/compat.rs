@@ -1,5 +1,5 @@
 //! OpenAI request fields tessera does not implement. Each one is either
-//! accepted because, as sent, it changes nothing (`user`, `tools: []`,
+//! accepted because, as sent, it changes nothing (`metadata`, `tools: []`,
 //! `response_format: {"type": "text"}`), or rejected with a 400 that names it.
 //! Nothing is silently ignored: a field that is neither here nor a field of the
 //! endpoint's request type is an unknown-field error.
@@ -11,7 +11,6 @@ use crate::error::ApiError;
 /// Fields that identify the caller or tag the request and never affect the
 /// output; accepted with any value.
 const NO_OP: &[&str] = &[
-    "user",
     "safety_identifier",
     "prompt_cache_key", // a routing hint; prefix caching is automatic
     "metadata",         // only used with `store`, which must be false
@@ -111,9 +110,10 @@ mod tests {
             true,
         )
         .expect("accepted");
+        // `user` is the sampling fields' (it picks a weighted alias's version).
         assert_eq!(
             left,
-            json!({"temperature": 0.5})
+            json!({"user": "u1", "temperature": 0.5})
                 .as_object()
                 .cloned()
                 .expect("obj")

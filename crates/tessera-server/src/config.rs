@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub api_keys: Vec<String>,
     /// When set, `GET /metrics` needs this key instead of being open.
     pub metrics_key: Option<String>,
+    /// Keys that open the management API (`/v2/repository/...`); empty: it
+    /// is off. Client keys never open it.
+    pub admin_api_keys: Vec<String>,
     /// Per-caller request and token budgets.
     pub rate_limit: RateLimitConfig,
     /// Caps on what one request may ask for.
@@ -36,6 +39,7 @@ impl Default for ServerConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             api_keys: Vec::new(),
             metrics_key: None,
+            admin_api_keys: Vec::new(),
             rate_limit: RateLimitConfig::default(),
             limits: Limits::default(),
             log_requests: false,
@@ -124,6 +128,15 @@ impl ServerConfig {
         }
         if let Some(key) = &self.metrics_key {
             check_key("metrics-key", key)?;
+        }
+        for key in &self.admin_api_keys {
+            check_key("admin-api-key", key)?;
+            if self.api_keys.contains(key) {
+                return Err(invalid(
+                    "admin-api-key",
+                    "must differ from every client key (a client key never opens the management API)",
+                ));
+            }
         }
         let r = &self.rate_limit;
         if r.requests == Some(0) {

@@ -20,6 +20,7 @@ pub const LOG_TARGET: &str = "tessera_server::requests";
 #[derive(Debug, Default)]
 struct Outcome {
     model: Option<String>,
+    version: Option<u64>,
     status: Option<u16>,
     prompt_tokens: u64,
     completion_tokens: u64,
@@ -73,6 +74,11 @@ impl RequestContext {
     /// Records the model serving the request.
     pub fn set_model(&self, name: &str) {
         self.outcome().model = Some(name.to_string());
+    }
+
+    /// Records the model version serving the request.
+    pub fn set_version(&self, version: u64) {
+        self.outcome().version = Some(version);
     }
 
     /// The model serving the request, if one was resolved.
@@ -144,6 +150,7 @@ impl Drop for RequestContext {
             route = %self.route,
             caller = %self.caller,
             model = o.model.as_deref().unwrap_or(""),
+            version = o.version.unwrap_or(0),
             status = o.status.unwrap_or(0),
             prompt_tokens = o.prompt_tokens,
             completion_tokens = o.completion_tokens,

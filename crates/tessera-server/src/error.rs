@@ -82,6 +82,24 @@ impl ApiError {
         .with_code("model_not_found")
     }
 
+    /// 404 about the `model` field: no such model, version or alias.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+            .with_param("model")
+            .with_code("model_not_found")
+    }
+
+    /// 503: the model exists but cannot serve now (loading, draining, failed,
+    /// not loaded).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            message,
+        )
+        .with_code("model_unavailable")
+    }
+
     /// 404: no such route.
     pub fn route_not_found(method: &str, path: &str) -> Self {
         Self::new(
@@ -199,6 +217,12 @@ impl ApiError {
     /// 500: something on our side failed.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    /// Replaces the message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
     }
 
     /// Names the field at fault.

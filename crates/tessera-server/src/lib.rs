@@ -1,6 +1,8 @@
 //! tessera's HTTP front: an OpenAI-compatible API (chat and text completions,
 //! streamed as server-sent events or not), models, tokenization and health,
-//! over one or more engines held in a [`ModelRegistry`].
+//! over the model versions a [`ModelManager`] holds; and the management API
+//! (Triton's repository paths: load, unload, aliases, rollback) behind an
+//! admin key.
 //!
 //! The crate knows the engine but not the model crate: a model's tokenizer and
 //! chat template reach it through the [`TextModel`] trait.
@@ -38,7 +40,7 @@ mod tracker;
 
 pub use config::{ConfigError, Limits, RateLimitConfig, ServerConfig, DEFAULT_MAX_BODY_BYTES};
 pub use error::ApiError;
-pub use registry::{ModelRegistry, ServedModel};
+pub use registry::{ModelManager, Route, ServedModel, SESSION_HEADER, VERSION_HEADER};
 pub use routes::router;
 pub use sampling::MAX_N;
 pub use server::{serve, shutdown_signal, ClientAddr};

@@ -20,7 +20,7 @@ use tessera_engine::SamplingParams;
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::openai::UsageBody;
-use crate::registry::ServedModel;
+use crate::registry::{Route, ServedModel};
 use crate::state::AppState;
 use crate::tracker::{Admission, Tracker};
 
@@ -50,15 +50,17 @@ pub struct Submission {
 }
 
 /// Checks the server's limits (prompt length, open streams, token rate), then
-/// submits one engine request per prompt. If one is refused, the ones already
+/// submits one engine request per prompt to the route's model (and a copy to
+/// its mirror, if it has one). If one is refused, the ones already
 /// submitted are aborted (their streams are dropped), the limits given back,
 /// and the error returned.
 pub fn submit(
     state: &AppState,
     ctx: &Arc<RequestContext>,
-    model: &ServedModel,
+    route: &Route,
     sub: Submission,
 ) -> Result<Outputs, ApiError> {
+    let model = &route.model;
     let limits = &state.config.limits;
     if let Some(max) = limits.max_prompt_tokens {
         if let Some(p) = sub.prompts.iter().find(|p| p.len() > max) {
@@ -84,6 +86,9 @@ pub fn submit(
         .reserve_tokens(ctx.caller, cost)
         .map_err(|l| ApiError::rate_limited(&l))?;
     let prompt_lens: Vec<usize> = sub.prompts.iter().map(Vec::len).collect();
+    if let Some((_, shadow)) = &route.mirror {
+        mirror(state, shadow, &sub);
+    }
     let mut streams = Vec::with_capacity(sub.prompts.len());
     for prompt in sub.prompts {
         let stream = model.engine.submit(Request {
@@ -97,6 +102,7 @@ pub fn submit(
         ctx.clone(),
         state.metrics.clone(),
         &model.name,
+        model.version,
         &prompt_lens,
         n,
         Admission { reservation, slot },
@@ -112,6 +118,25 @@ pub fn submit(
         tracker,
         deadline,
     })
+}
+
+/// Sends a copy of `sub` to a shadow version and reads its answers on a task
+/// of their own, discarding them: the client never sees them, and a shadow
+/// that refuses or fails changes nothing for the request (it is counted).
+fn mirror(state: &AppState, shadow: &ServedModel, sub: &Submission) {
+    for prompt in &sub.prompts {
+        let submitted = shadow.engine.submit(Request {
+            prompt_token_ids: prompt.clone(),
+            params: sub.params.clone(),
+            // Shadow traffic never competes with what clients wait for.
+            priority: Priority::Batch,
+        });
+        let ok = submitted.is_ok();
+        state.metrics.mirrored(&shadow.name, shadow.version, ok);
+        if let Ok(mut stream) = submitted {
+            tokio::spawn(async move { while stream.next().await.is_some() {} });
+        }
+    }
 }
 
 impl Outputs {

@@ -1,21 +1,40 @@
-//! The models a server holds, looked up by the request's `model` field.
-//!
-//! One model today; the registry holds any number so that versioned rollouts
-//! can serve several side by side. Readiness is the registry's too: until the
-//! loader says it is done, generation requests get 503.
+//! The models a server serves: [`ServedModel`] is one loaded version (its
+//! engine and text side), and the [`ModelManager`] of the manager crate
+//! holds them all, routes each request's `model` to one, and loads, drains
+//! and unloads them. [`route`] is how a handler gets its model, loading it
+//! first when it is in the repository but not loaded (autoload).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use tessera_engine::engine::EngineHandle;
+use tessera_manager::{KeepAlive, ResolveError, Servable};
 
+use crate::context::RequestContext;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::text::TextModel;
 
-/// One model being served: its engine and its text side.
+/// Every model the server knows, as the manager crate keeps them.
+pub type ModelManager = tessera_manager::ModelManager<ServedModel>;
+
+/// A request's route: the version that answers and a shadow copy's.
+pub type Route = tessera_manager::Route<ServedModel>;
+
+/// The response header naming the version that answered.
+pub const VERSION_HEADER: &str = "x-tessera-model-version";
+
+/// The request header that keeps a client on one version of a weighted alias
+/// (beside the body's `user`).
+pub const SESSION_HEADER: &str = "x-session-id";
+
+/// One loaded model version: its engine and its text side.
 pub struct ServedModel {
-    /// The name clients put in `model`.
+    /// The model's name (without version or alias).
     pub name: String,
+    /// The version.
+    pub version: u64,
     /// The engine running it.
     pub engine: EngineHandle,
     /// Its tokenizer and chat template.
@@ -27,12 +46,17 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
-    /// A model named `name` over `engine`, loaded now.
-    pub fn new(name: impl Into<String>, engine: EngineHandle, text: Arc<dyn TextModel>) -> Self {
-        let name = name.into();
+    /// Version `version` of `name` over `engine`, loaded now.
+    pub fn new(
+        name: impl Into<String>,
+        version: u64,
+        engine: EngineHandle,
+        text: Arc<dyn TextModel>,
+    ) -> Self {
         let fingerprint = format!("fp_tessera_{}", env!("CARGO_PKG_VERSION").replace('.', "_"));
         Self {
-            name,
+            name: name.into(),
+            version,
             engine,
             text,
             created: crate::ids::unix_now(),
@@ -46,76 +70,121 @@ impl ServedModel {
     }
 }
 
-/// A second model with a name already taken.
-#[derive(Debug, thiserror::Error)]
-#[error("a model named '{0}' is already registered")]
-pub struct DuplicateModel(pub String);
-
-/// The served models, by name; the first registered is the default.
-#[derive(Default)]
-pub struct ModelRegistry {
-    models: RwLock<Vec<Arc<ServedModel>>>,
-    ready: AtomicBool,
+impl Servable for ServedModel {
+    fn engine(&self) -> &EngineHandle {
+        &self.engine
+    }
 }
 
-impl ModelRegistry {
-    /// An empty registry, not ready.
-    pub fn new() -> Self {
-        Self::default()
-    }
+/// What a generation request says about where it goes.
+#[derive(Debug, Clone, Default)]
+pub struct RouteRequest<'a> {
+    /// The `model` field.
+    pub model: Option<&'a str>,
+    /// The body's `user`, which keeps a client on one version of a weighted alias.
+    pub user: Option<&'a str>,
+    /// The request's `keep_alive`.
+    pub keep_alive: Option<KeepAlive>,
+}
 
-    /// Adds a model. Names are unique.
-    pub fn add(&self, model: ServedModel) -> Result<(), DuplicateModel> {
-        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
-        if models.iter().any(|m| m.name == model.name) {
-            return Err(DuplicateModel(model.name));
+/// The model version for a request. A version that is in the repository but
+/// not loaded is loaded first (unless `--no-autoload`), bounded by the
+/// request's deadline; 503 while the server has not finished its first
+/// loads, 404 for an unknown model, version or alias.
+pub async fn route(
+    state: &AppState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    request: RouteRequest<'_>,
+) -> Result<Route, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::not_ready());
+    }
+    let session = headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or(request.user);
+    let models = &state.models;
+    let route = match models.resolve(request.model, session) {
+        Err(ResolveError::NotLoaded { name, version }) => {
+            if !models.settings().autoload {
+                return Err(ApiError::unavailable(format!(
+                    "The model `{name}` version {version} is not loaded and autoload is off \
+                     (--no-autoload): load it with POST /v2/repository/models/{name}/load"
+                )));
+            }
+            let wait = models
+                .load(&name, Some(version))
+                .map_err(resolve_error)?
+                .wait();
+            let loaded = match ctx.deadline {
+                Some(at) => tokio::time::timeout_at(at.into(), wait)
+                    .await
+                    .map_err(|_| ApiError::timeout(at - ctx.received))?,
+                None => wait.await,
+            };
+            loaded.map_err(|e| {
+                ApiError::unavailable(format!("The model `{name}` could not be loaded: {e}"))
+            })?;
+            models
+                .resolve(request.model, session)
+                .map_err(resolve_error)?
         }
-        models.push(Arc::new(model));
-        Ok(())
-    }
+        other => other.map_err(resolve_error)?,
+    };
+    models.touch(&route.name, route.version, request.keep_alive);
+    ctx.set_model(&route.name);
+    ctx.set_version(route.version);
+    Ok(route)
+}
 
-    /// Marks loading as finished (or not).
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
-    }
-
-    /// Whether every model is loaded and requests are served.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Every served model, default first.
-    pub fn list(&self) -> Vec<Arc<ServedModel>> {
-        self.models
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The model a request names (the default when it names none): 503 while
-    /// loading, 404 for an unknown name.
-    pub fn resolve(&self, name: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
-        if !self.is_ready() {
-            return Err(ApiError::not_ready());
+/// A resolution failure as the API says it.
+pub fn resolve_error(e: ResolveError) -> ApiError {
+    match e {
+        ResolveError::UnknownModel(_)
+        | ResolveError::UnknownVersion { .. }
+        | ResolveError::UnknownAlias { .. } => ApiError::not_found(e.to_string()),
+        ResolveError::NotLoaded { .. } | ResolveError::Unavailable { .. } => {
+            ApiError::unavailable(e.to_string())
         }
-        let models = self.models.read().unwrap_or_else(PoisonError::into_inner);
-        let found = match name {
-            None => models.first(),
-            Some(name) => models.iter().find(|m| m.name == name),
-        };
-        found
-            .cloned()
-            .ok_or_else(|| ApiError::model_not_found(name.unwrap_or("")))
+        ResolveError::NoModels => ApiError::not_ready(),
+    }
+}
+
+/// Adds the version header to a response.
+pub fn with_version(mut response: Response, version: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(VERSION_HEADER, HeaderValue::from(version));
+    response
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tessera_manager::{LoadTarget, Loader, ManagerSettings, ModelOptions};
+
+    struct NoLoader;
+
+    impl Loader<ServedModel> for NoLoader {
+        fn plan(&self, _: &std::path::Path, _: &ModelOptions, _: u64) -> Result<u64, String> {
+            Err("no loader in this test".into())
+        }
+        fn load(&self, _: &LoadTarget<'_>) -> Result<ServedModel, String> {
+            Err("no loader in this test".into())
+        }
     }
 
-    /// A loaded model by name, for `GET /v1/models/{id}` (404 otherwise).
-    pub fn get(&self, name: &str) -> Result<Arc<ServedModel>, ApiError> {
-        self.models
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|m| m.name == name)
-            .cloned()
-            .ok_or_else(|| ApiError::model_not_found(name))
+    /// A manager that knows no model.
+    pub(crate) fn no_models() -> Arc<ModelManager> {
+        ModelManager::new(
+            Box::new(NoLoader),
+            ManagerSettings {
+                memory_budget: 0,
+                max_loaded_models: None,
+                keep_alive: KeepAlive::Forever,
+                autoload: true,
+            },
+        )
     }
 }

@@ -9,8 +9,11 @@ use serde_json::{Map, Number, Value};
 use tessera_engine::request::Priority;
 use tessera_engine::SamplingParams;
 
+use tessera_manager::KeepAlive;
+
 use crate::body::{take_keys, typed};
 use crate::error::ApiError;
+use crate::registry::RouteRequest;
 
 /// Completions' `max_tokens` when a request gives none (OpenAI's default).
 pub const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
@@ -54,7 +57,13 @@ pub struct SamplingFields {
     pub logit_bias: Option<HashMap<String, f32>>,
     /// OpenAI's processing tier: `flex` runs as a batch-priority request.
     pub service_tier: Option<String>,
+    /// The end user; keeps a client on one version of a weighted alias.
+    pub user: Option<String>,
     // Extensions.
+    /// How long the model stays loaded once idle after this request
+    /// (Ollama's: a duration like `"5m"` or seconds; `0` unloads it after
+    /// this request, a negative value keeps it loaded).
+    pub keep_alive: Option<Value>,
     pub top_k: Option<i64>,
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
@@ -79,6 +88,8 @@ const FIELDS: &[&str] = &[
     "frequency_penalty",
     "logit_bias",
     "service_tier",
+    "user",
+    "keep_alive",
     "top_k",
     "min_p",
     "repetition_penalty",
@@ -111,6 +122,33 @@ impl SamplingFields {
             Some(o) => Ok(o.include_usage.unwrap_or(false)),
             None => Ok(false),
         }
+    }
+
+    /// The request's `keep_alive`, checked.
+    pub fn keep_alive(&self) -> Result<Option<KeepAlive>, ApiError> {
+        let parsed = match &self.keep_alive {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => KeepAlive::parse(s),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .ok_or_else(|| "keep_alive: not a number".to_string())
+                .and_then(KeepAlive::from_seconds),
+            Some(_) => {
+                Err("keep_alive must be a duration like \"5m\" or a number of seconds".into())
+            }
+        };
+        parsed
+            .map(Some)
+            .map_err(|e| ApiError::invalid_param("keep_alive", e))
+    }
+
+    /// Where the request goes: `model`, `user` and `keep_alive`.
+    pub fn route_request(&self) -> Result<RouteRequest<'_>, ApiError> {
+        Ok(RouteRequest {
+            model: self.model.as_deref(),
+            user: self.user.as_deref(),
+            keep_alive: self.keep_alive()?,
+        })
     }
 
     /// The scheduling class `service_tier` asks for.

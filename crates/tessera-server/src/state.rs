@@ -1,19 +1,23 @@
 //! What every handler shares.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::auth::KeySet;
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use crate::registry::ModelRegistry;
+use crate::registry::ModelManager;
 use crate::streams::StreamSlots;
 
 /// The router's state: the models, the settings, and what enforces them.
 #[derive(Clone)]
 pub struct AppState {
     /// The served models.
-    pub registry: Arc<ModelRegistry>,
+    pub models: Arc<ModelManager>,
+    /// Whether the models to load at start-up have been loaded.
+    ready: Arc<AtomicBool>,
+    pub(crate) admin_keys: Arc<KeySet>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) api_keys: Arc<KeySet>,
     pub(crate) metrics_key: Arc<KeySet>,
@@ -23,20 +27,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `registry` with `config`, checked first.
-    pub fn new(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<Self, ConfigError> {
+    /// State over `models` with `config`, checked first; not ready until
+    /// [`Self::set_ready`].
+    pub fn new(models: Arc<ModelManager>, config: ServerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let metrics = Metrics::new().map_err(|e| ConfigError {
+        let metrics = Arc::new(Metrics::new().map_err(|e| ConfigError {
             option: "metrics",
             reason: e.to_string(),
-        })?;
+        })?);
+        let observer = metrics.clone();
+        models.set_observer(move |event| observer.lifecycle(event));
         Ok(Self {
-            registry,
+            models,
+            ready: Arc::new(AtomicBool::new(false)),
+            admin_keys: Arc::new(KeySet::new(&config.admin_api_keys)),
             api_keys: Arc::new(KeySet::new(&config.api_keys)),
             metrics_key: Arc::new(KeySet::new(config.metrics_key.as_slice())),
             limiter: Arc::new(RateLimiter::new(config.rate_limit.clone())),
             streams: Arc::new(StreamSlots::new(config.limits.max_streams_per_key)),
-            metrics: Arc::new(metrics),
+            metrics,
             config: Arc::new(config),
         })
     }
@@ -44,5 +53,16 @@ impl AppState {
     /// The settings.
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// Marks the start-up loads as done: `/ready` answers 200 and requests
+    /// are routed.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether the start-up loads are done.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 }

@@ -35,7 +35,9 @@ struct ChoiceState {
 pub struct Tracker {
     ctx: Arc<RequestContext>,
     metrics: Arc<Metrics>,
+    /// The metrics' labels: model and version.
     model: Arc<str>,
+    version: Arc<str>,
     n: usize,
     choices: Vec<ChoiceState>,
     /// Per prompt: whether it has produced a token yet.
@@ -51,21 +53,24 @@ impl Tracker {
         ctx: Arc<RequestContext>,
         metrics: Arc<Metrics>,
         model: &str,
+        version: u64,
         prompt_lens: &[usize],
         n: usize,
         admission: Admission,
     ) -> Self {
         let prompt_tokens = prompt_lens.iter().map(|&l| l as u64).sum();
+        let version = version.to_string();
         metrics
             .request
             .prompt_tokens
-            .with_label_values(&[model])
+            .with_label_values(&[model, &version])
             .inc_by(prompt_tokens);
         ctx.add_prompt_tokens(prompt_tokens);
         Self {
             ctx,
             metrics,
             model: model.into(),
+            version: version.into(),
             n,
             choices: vec![ChoiceState::default(); prompt_lens.len() * n],
             prompt_started: vec![false; prompt_lens.len()],
@@ -78,9 +83,13 @@ impl Tracker {
     /// Records one output of choice `choice`.
     pub fn on_output(&mut self, choice: usize, out: &RequestOutput) {
         let now = Instant::now();
-        let (metrics, model) = (self.metrics.clone(), self.model.clone());
+        let (metrics, model, version) = (
+            self.metrics.clone(),
+            self.model.clone(),
+            self.version.clone(),
+        );
         let m = &metrics.request;
-        let label = &[&*model];
+        let label = &[&*model, &*version];
         let prompt = choice / self.n.max(1);
         let k = out.token_ids.len() as u64;
         if k > 0 {
@@ -149,15 +158,17 @@ impl Tracker {
         }
         c.finished = true;
         let m = &self.metrics.request;
-        let label = &*self.model;
-        m.finished.with_label_values(&[label, reason]).inc();
+        let (model, version) = (&*self.model, &*self.version);
+        m.finished
+            .with_label_values(&[model, version, reason])
+            .inc();
         self.ctx.add_finish_reason(reason);
         if let (Some(first), Some(last)) = (c.first_token, c.last_token) {
             if c.tokens > 1 && reason != "error" {
                 let per_token =
                     last.saturating_duration_since(first).as_secs_f64() / (c.tokens - 1) as f64;
                 m.time_per_output_token
-                    .with_label_values(&[label])
+                    .with_label_values(&[model, version])
                     .observe(per_token);
             }
         }

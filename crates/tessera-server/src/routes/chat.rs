@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,6 +22,7 @@ use crate::openai::chat::{
 };
 use crate::openai::{Header, UsageBody};
 use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs, Submission};
+use crate::registry::{route, with_version};
 use crate::routes::sse::{data_event, next_step, StreamStep};
 use crate::sampling::{decide_max_tokens, SamplingFields};
 use crate::state::AppState;
@@ -41,13 +43,14 @@ struct ChatFields {
 pub async fn chat_completions(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
+    headers: HeaderMap,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
     strip_unimplemented(&mut body, true)?;
     let fields = SamplingFields::take(&mut body)?;
     let chat: ChatFields = typed(body)?;
-    let model = state.registry.resolve(fields.model.as_deref())?;
-    ctx.set_model(&model.name);
+    let route = route(&state, &ctx, &headers, fields.route_request()?).await?;
+    let model = route.model.clone();
     let limits = &state.config().limits;
 
     let messages = messages::normalize(&chat.messages)?;
@@ -84,7 +87,7 @@ pub async fn chat_completions(
     let outputs = submit(
         &state,
         &ctx,
-        &model,
+        &route,
         Submission {
             prompts: vec![prompt],
             params,
@@ -97,7 +100,7 @@ pub async fn chat_completions(
         id: new_id("chatcmpl-"),
         object: "chat.completion",
         created: crate::ids::unix_now(),
-        model: model.name.clone(),
+        model: fields.model.clone().unwrap_or_else(|| model.name.clone()),
         system_fingerprint: model.fingerprint.clone(),
     };
     let text = model.text.clone();
@@ -116,9 +119,10 @@ pub async fn chat_completions(
             started: false,
             finished: false,
         };
-        return Ok(Sse::new(stream.into_events())
+        let sse = Sse::new(stream.into_events())
             .keep_alive(KeepAlive::default())
-            .into_response());
+            .into_response();
+        return Ok(with_version(sse, route.version));
     }
     let (choices, usage) = collect(outputs).await?;
     let choices = choices
@@ -135,12 +139,13 @@ pub async fn chat_completions(
             finish_reason: finish_str(c.finish_reason),
         })
         .collect();
-    Ok(Json(ChatCompletion {
+    let response = Json(ChatCompletion {
         header,
         choices,
         usage,
     })
-    .into_response())
+    .into_response();
+    Ok(with_version(response, route.version))
 }
 
 /// The state of one streamed chat completion.

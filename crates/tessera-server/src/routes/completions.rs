@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,6 +21,7 @@ use crate::logprobs;
 use crate::openai::completions::{Completion, CompletionChoice};
 use crate::openai::{Header, UsageBody};
 use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs, Submission};
+use crate::registry::{route, with_version};
 use crate::routes::sse::{data_event, next_step, StreamStep};
 use crate::sampling::{decide_max_tokens, SamplingFields, DEFAULT_COMPLETION_MAX_TOKENS};
 use crate::state::AppState;
@@ -91,13 +93,14 @@ struct PromptInput {
 pub async fn completions(
     State(state): State<AppState>,
     Ctx(ctx): Ctx,
+    headers: HeaderMap,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
     strip_unimplemented(&mut body, false)?;
     let fields = SamplingFields::take(&mut body)?;
     let req: CompletionFields = typed(body)?;
-    let model = state.registry.resolve(fields.model.as_deref())?;
-    ctx.set_model(&model.name);
+    let route = route(&state, &ctx, &headers, fields.route_request()?).await?;
+    let model = route.model.clone();
     let limits = &state.config().limits;
     let n = fields.n.unwrap_or(1);
     if let Some(best_of) = req.best_of.filter(|&b| b != n) {
@@ -142,7 +145,7 @@ pub async fn completions(
     let outputs = submit(
         &state,
         &ctx,
-        &model,
+        &route,
         Submission {
             prompts: prompts.into_iter().map(|p| p.tokens).collect(),
             params,
@@ -155,7 +158,7 @@ pub async fn completions(
         id: new_id("cmpl-"),
         object: "text_completion",
         created: crate::ids::unix_now(),
-        model: model.name.clone(),
+        model: fields.model.clone().unwrap_or_else(|| model.name.clone()),
         system_fingerprint: model.fingerprint.clone(),
     };
     let text = model.text.clone();
@@ -174,9 +177,10 @@ pub async fn completions(
             started: false,
             finished: false,
         };
-        return Ok(Sse::new(stream.into_events())
+        let sse = Sse::new(stream.into_events())
             .keep_alive(KeepAlive::default())
-            .into_response());
+            .into_response();
+        return Ok(with_version(sse, route.version));
     }
     let (choices, usage) = collect(outputs).await?;
     let choices = choices
@@ -194,12 +198,13 @@ pub async fn completions(
             }
         })
         .collect();
-    Ok(Json(Completion {
+    let response = Json(Completion {
         header,
         choices,
         usage: Some(Some(usage)),
     })
-    .into_response())
+    .into_response();
+    Ok(with_version(response, route.version))
 }
 
 /// Tokenizes every prompt (text gets the model's BOS, as in OpenAI-compatible

@@ -5,12 +5,13 @@ mod completions;
 mod health;
 mod metrics;
 mod models;
+mod repository;
 pub(crate) mod sse;
 mod tokenize;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::error::ApiError;
@@ -31,7 +32,26 @@ pub fn router(state: AppState) -> Router {
         .route("/detokenize", post(tokenize::detokenize))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/v2/models/{name}/ready", get(health::model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(health::version_ready),
+        )
         .route("/metrics", get(metrics::metrics))
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{name}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(repository::unload),
+        )
+        .route(
+            "/v2/repository/models/{name}/aliases/{alias}",
+            put(repository::put_alias).delete(repository::delete_alias),
+        )
+        .route(
+            "/v2/repository/models/{name}/aliases/{alias}/rollback",
+            post(repository::rollback_alias),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -1,13 +1,16 @@
 //! `POST /tokenize` and `POST /detokenize` (vLLM's shapes).
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::body::{typed, JsonObject};
+use crate::context::Ctx;
 use crate::error::ApiError;
 use crate::messages;
+use crate::registry::{route, RouteRequest};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -35,10 +38,16 @@ pub struct TokenizeResponse {
 /// Tokenizes `prompt` or renders and tokenizes `messages`.
 pub async fn tokenize(
     State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
     let req: TokenizeRequest = typed(body)?;
-    let model = state.registry.resolve(req.model.as_deref())?;
+    let to = RouteRequest {
+        model: req.model.as_deref(),
+        ..RouteRequest::default()
+    };
+    let model = route(&state, &ctx, &headers, to).await?.model;
     let tokens = match (req.prompt, req.messages) {
         (Some(prompt), None) => model
             .text
@@ -84,10 +93,16 @@ pub struct DetokenizeResponse {
 /// Decodes `tokens` (special tokens included, so the text round-trips).
 pub async fn detokenize(
     State(state): State<AppState>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
     let req: DetokenizeRequest = typed(body)?;
-    let model = state.registry.resolve(req.model.as_deref())?;
+    let to = RouteRequest {
+        model: req.model.as_deref(),
+        ..RouteRequest::default()
+    };
+    let model = route(&state, &ctx, &headers, to).await?.model;
     let prompt = model
         .text
         .decode(&req.tokens, false)
