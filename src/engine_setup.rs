@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use tessera_engine::batch::{Batch, SequenceChunk};
 use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
-use tessera_engine::request::{Priority, Request};
-use tessera_engine::SamplingParams;
+use tessera_engine::runner::Runner;
 use tessera_manager::ModelOptions;
 use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::backend::{Backend, KvCacheDtype};
@@ -179,12 +179,15 @@ impl EngineOptions {
         let mut o = self.clone();
         for (key, value) in settings {
             let bad = |want: &str| format!("'{key}' must be {want}, got {value}");
-            let count = || {
+            let number = || {
                 value
                     .as_integer()
                     .and_then(|v| usize::try_from(v).ok())
-                    .filter(|&v| v > 0)
-                    .ok_or_else(|| bad("a positive integer"))
+                    .ok_or_else(|| bad("a non-negative integer"))
+            };
+            let count = || match number()? {
+                0 => Err(bad("a positive integer")),
+                n => Ok(n),
             };
             match key.as_str() {
                 "max-model-len" => o.max_model_len = Some(count()?),
@@ -207,7 +210,8 @@ impl EngineOptions {
                 }
                 "max-num-batched-tokens" => o.max_num_batched_tokens = count()?,
                 "max-num-seqs" => o.max_num_seqs = count()?,
-                "max-waiting-requests" => o.max_waiting_requests = count()?,
+                // 0 is allowed, as for the flag: every request is refused (429).
+                "max-waiting-requests" => o.max_waiting_requests = number()?,
                 "no-prefix-caching" => {
                     o.no_prefix_caching = value.as_bool().ok_or_else(|| bad("true or false"))?;
                 }
@@ -251,7 +255,7 @@ impl MemoryPlan {
 
 /// A running engine and what the front end needs beside it.
 pub struct Loaded {
-    /// The engine, warmed by one forward step.
+    /// The engine, its model warmed by one forward step.
     pub engine: EngineHandle,
     /// The model's tokenizer.
     pub tokenizer: Arc<Tokenizer>,
@@ -388,7 +392,6 @@ impl Compute {
             Chosen::Cuda(backend) => cuda::start(backend, &source, options, cache),
         }
         .with_context(|| format!("loading {}", path.display()))?;
-        warm(&engine, &tokenizer).with_context(|| format!("warming {}", path.display()))?;
         Ok(Loaded {
             engine,
             tokenizer,
@@ -408,11 +411,14 @@ pub fn start(args: &EngineArgs) -> Result<Loaded> {
     let options = args.options();
     let plan = compute.plan(&path, &options, args.memory_budget(&compute)?)?;
     let loaded = compute.load(&path, &options, &plan)?;
+    let on = match compute.backend_name() {
+        "cpu" => format!("{} compute threads", rayon::current_num_threads()),
+        gpu => format!("on {gpu}"),
+    };
     eprintln!(
-        "tessera: loaded {} in {:.2}s on {}; KV cache {} tokens ({:.1} MiB, {}); context {}",
+        "tessera: loaded {} in {:.2}s; KV cache {} tokens ({:.1} MiB, {}); context {}; {on}",
         path.display(),
         loaded.load_time.as_secs_f64(),
-        compute.backend_name(),
         plan.num_blocks() * BLOCK_SIZE,
         plan.kv_bytes as f64 / (1024.0 * 1024.0),
         options.kv_cache_dtype,
@@ -433,8 +439,10 @@ fn start_engine<B: Backend + 'static>(
 ) -> Result<Started> {
     let bundle = load_bundle(&backend, source, Some(cache.max_model_len))?;
     let config = bundle.model.config.clone();
-    let runner = ModelRunner::new(backend, bundle.model, cache)?;
+    let mut runner = ModelRunner::new(backend, bundle.model, cache)?;
     let tokenizer = Arc::new(bundle.tokenizer);
+    let token = tokenizer.eos_token_ids().first().copied().unwrap_or(0);
+    warm(&mut runner, token)?;
     let engine = spawn(
         runner,
         tokenizer.clone(),
@@ -450,28 +458,32 @@ fn start_engine<B: Backend + 'static>(
     Ok((engine, tokenizer, bundle.chat_template))
 }
 
-/// Runs one real forward step (a one-token prompt, one token out), so the
-/// first client does not pay for page faults and lazily built state.
-fn warm(engine: &EngineHandle, tokenizer: &Tokenizer) -> Result<()> {
-    let token = tokenizer.eos_token_ids().first().copied().unwrap_or(0);
-    let mut stream = engine.submit(Request {
-        prompt_token_ids: vec![token],
-        params: SamplingParams {
-            max_tokens: 1,
-            ignore_eos: true,
-            ..SamplingParams::default()
-        },
-        priority: Priority::Interactive,
-    })?;
-    while let Some(out) = stream.blocking_next() {
-        if let Some(e) = out.error {
-            bail!("the warm-up step failed: {e}");
-        }
-        if out.usage.is_some() {
-            return Ok(());
-        }
+/// Runs one real forward step (one token, logits out) on the runner before
+/// its engine starts, so the first client does not pay for page faults and
+/// lazily built state. It writes the KV of block 0, which is free: whatever
+/// sequence takes that block writes its own K and V before reading them.
+fn warm<R: Runner>(runner: &mut R, token: u32) -> Result<()>
+where
+    R::Error: Send + Sync + 'static,
+{
+    let batch = Batch {
+        chunks: vec![SequenceChunk {
+            token_ids: vec![token],
+            start_position: 0,
+            block_table: vec![0],
+            wants_logits: true,
+        }],
+    };
+    let logits = runner
+        .execute(&batch)
+        .map_err(|e| anyhow::anyhow!("the warm-up step failed: {e}"))?;
+    if logits.rows() != 1 || logits.data.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "the warm-up step gave {} rows of logits, not one row of finite values",
+            logits.rows()
+        );
     }
-    bail!("the engine stopped during the warm-up step")
+    Ok(())
 }
 
 /// Sizes the process's compute pool, which every CPU kernel runs on.
@@ -653,7 +665,8 @@ mod tests {
         assert!(o.no_prefix_caching);
         for (bad, says) in [
             ("max-num-seqs = 0", "positive integer"),
-            ("max-num-seqs = \"8\"", "positive integer"),
+            ("max-num-seqs = \"8\"", "non-negative integer"),
+            ("max-waiting-requests = -1", "non-negative integer"),
             ("kv-cache-memory = \"lots\"", "kv-cache-memory"),
             ("kv-cache-dtype = \"f8\"", "kv-cache-dtype"),
             ("no-prefix-caching = 1", "true or false"),
