@@ -30,6 +30,7 @@
 #else
 #include "attention.cu"
 #endif
+#include "selftest.cu"
 
 namespace {
 
@@ -128,6 +129,10 @@ const std::map<std::string, void (*)(const Launch&)> kKernels = {
     KERNEL(paged_attention_d96),
     KERNEL(paged_attention_d128),
     KERNEL(paged_attention_combine),
+    KERNEL(emu_selftest_deadlock),
+    KERNEL(emu_selftest_bad_mask),
+    KERNEL(emu_selftest_unwritten_shared),
+    KERNEL(emu_selftest_block_order),
 };
 
 }  // namespace

@@ -66,6 +66,12 @@ fn work_dir() -> PathBuf {
 /// Runs `job` on `variant`'s driver and returns every buffer as it was after
 /// the last launch.
 pub fn run(job: &Job, variant: Variant) -> Result<Output, EmuError> {
+    run_with_env(job, variant, &[])
+}
+
+/// [`run`] with extra environment for the driver (`EMU_SEED`: the block
+/// order; `EMU_WATCHDOG_S`: how long a barrier may wait).
+pub fn run_with_env(job: &Job, variant: Variant, env: &[(&str, &str)]) -> Result<Output, EmuError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let exe = driver::get(variant)?;
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -80,6 +86,7 @@ pub fn run(job: &Job, variant: Variant) -> Result<Output, EmuError> {
         .arg(&job_path)
         .arg(&out_path)
         .envs(variant.env())
+        .envs(env.iter().copied())
         .output()
         .map_err(io(format!("running {}", exe.display())));
     let _ = std::fs::remove_file(&job_path);
