@@ -45,6 +45,13 @@ const BARRIER_AFTER_LOAD: &str =
 const BARRIER_REMOVED: &str =
     "        // (barrier removed)\n        // Scores of every (head, key) pair of the tile.";
 
+const ALL: [Variant; 4] = [
+    Variant::Plain,
+    Variant::Tsan,
+    Variant::Asan,
+    Variant::TsanAttentionWithoutBarrier,
+];
+
 impl Variant {
     fn flags(self) -> &'static [&'static str] {
         match self {
@@ -161,13 +168,16 @@ fn sources() -> Result<Vec<(PathBuf, String)>, String> {
 fn build(variant: Variant) -> Result<PathBuf, String> {
     let cxx = compiler()?;
     let mut hasher = DefaultHasher::new();
-    (sources()?, variant, &cxx, COMMON_FLAGS).hash(&mut hasher);
+    // One directory per version of the sources, every variant in it.
+    let flags = ALL.map(Variant::flags);
+    (sources()?, &cxx, COMMON_FLAGS, flags).hash(&mut hasher);
     let dir = work_dir().join(format!("driver-{:016x}", hasher.finish()));
     let exe = dir.join(variant.name());
     if exe.is_file() {
         return Ok(exe);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    remove_stale(&dir);
     let kernels = kernels_dir();
     let mut cmd = Command::new(&cxx);
     cmd.args(COMMON_FLAGS).args(variant.flags());
@@ -197,4 +207,23 @@ fn build(variant: Variant) -> Result<PathBuf, String> {
     }
     std::fs::rename(&tmp, &exe).map_err(|e| format!("{}: {e}", exe.display()))?;
     Ok(exe)
+}
+
+/// Removes the drivers built from older sources (a few MiB each, one set per
+/// kernel edit). Best effort: a directory that will not go is left.
+fn remove_stale(current: &Path) {
+    let Ok(entries) = std::fs::read_dir(work_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let stale = path != current
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("driver-"));
+        if stale {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
