@@ -4,7 +4,7 @@
 //
 // Every reduction here combines values in a fixed order that depends only on
 // the block size, never on timing or on other rows: a row's result is the
-// same alone or in any batch (DESIGN.md, "Determinism").
+// same alone or in any batch.
 #ifndef TESSERA_COMMON_CUH
 #define TESSERA_COMMON_CUH
 

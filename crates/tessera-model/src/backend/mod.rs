@@ -3,7 +3,7 @@
 //! [`crate::llama`] calls only these, so a backend (the CPU; CUDA with
 //! `--features cuda`) implements this trait and nothing else. Every operation works row by row with a fixed
 //! reduction order, so a sequence's results never depend on which other rows share
-//! the batch (DESIGN.md, "Determinism").
+//! the batch.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]

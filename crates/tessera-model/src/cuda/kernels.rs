@@ -67,11 +67,6 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "paged_attention_combine",
         ],
     },
-    KernelSource {
-        file: "sampling.cu",
-        text: include_str!("../../../../kernels/sampling.cu"),
-        functions: &["logits_stats", "apply_edits", "sample"],
-    },
 ];
 
 impl KernelSource {

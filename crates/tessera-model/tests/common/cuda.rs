@@ -15,15 +15,25 @@ use tessera_model::cuda::CudaDevice;
 /// Environment variable: fail instead of skipping when no GPU opens.
 pub const REQUIRE_ENV: &str = "TESSERA_REQUIRE_CUDA";
 
-/// `.venv/lib/python*/site-packages/nvidia/cu13/lib` under the repository
-/// (NVRTC from PyPI, installed by scripts/python-env).
-fn venv_lib_dir() -> Option<PathBuf> {
+/// `.venv/lib/python*/site-packages/nvidia/cu13/<sub>` under the
+/// repository (CUDA 13.0 from PyPI, installed by scripts/python-env).
+fn venv_cu13(sub: &str) -> Option<PathBuf> {
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
     std::fs::read_dir(lib)
         .ok()?
         .filter_map(|e| e.ok())
-        .map(|e| e.path().join("site-packages/nvidia/cu13/lib"))
-        .find(|d| d.is_dir())
+        .map(|e| e.path().join("site-packages/nvidia/cu13").join(sub))
+        .find(|d| d.exists())
+}
+
+/// NVRTC's directory (and the other libraries', where installed).
+pub fn venv_lib_dir() -> Option<PathBuf> {
+    venv_cu13("lib")
+}
+
+/// `ptxas` of the `nvidia-cuda-nvcc` wheel.
+pub fn venv_ptxas() -> Option<PathBuf> {
+    venv_cu13("bin/ptxas")
 }
 
 /// The CUDA backend on device 0, with new tensors poisoned (NaN until a

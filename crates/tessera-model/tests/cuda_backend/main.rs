@@ -18,7 +18,7 @@ mod model;
 mod ops;
 
 /// Error bound for outputs of bf16 operands against a reference in higher
-/// precision (METHOD.md: between 1e-3 and 1e-2).
+/// precision (between 1e-3 and 1e-2).
 const BF16_TOL: f64 = 1e-2;
 
 /// A fresh seed per run (or `TESSERA_TEST_SEED`), printed for a repeat.

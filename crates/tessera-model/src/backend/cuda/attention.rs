@@ -8,38 +8,22 @@
 //! batch. Only the partials' buffer, `[tokens, heads, splits, D]` with
 //! `splits` set by the batch's longest context, depends on the batch.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::PushKernelArg;
+pub use tessera_kernel_launch::PARTITION;
+use tessera_kernel_launch::{attention_kernel, attention_splits, Launch, MAX_GROUP};
 
 use crate::backend::AttentionShape;
 
-use super::error::{dim, driver, int, CudaBackendError};
+use super::error::{config, driver, int, CudaBackendError};
 use super::kv_cache::CudaKvCache;
 use super::meta::{Array, DeviceBatch};
 use super::tensor::{Buffer, CudaTensor};
 use super::Gpu;
 
-/// Keys per split-K partition: a multiple of the kernel's 64-key tile.
-pub const PARTITION: usize = 512;
-/// Query heads one block computes (`ATT_MAX_GROUP`): the GQA group's limit.
-const MAX_GROUP: usize = 16;
-/// Threads of an attention block (`ATT_THREADS`).
-const THREADS: u32 = 128;
-
-/// The kernel for head size `d`, if there is one.
-fn kernel_name(d: usize) -> Option<&'static str> {
-    match d {
-        64 => Some("paged_attention_d64"),
-        80 => Some("paged_attention_d80"),
-        96 => Some("paged_attention_d96"),
-        128 => Some("paged_attention_d128"),
-        _ => None,
-    }
-}
-
 /// Checks that the kernels handle `shape`: a head size with a kernel, whole
 /// GQA groups of at most [`MAX_GROUP`] heads.
 pub(crate) fn check_shape(shape: &AttentionShape) -> Result<(), CudaBackendError> {
-    if kernel_name(shape.head_dim).is_none() {
+    if attention_kernel(shape.head_dim).is_none() {
         return Err(CudaBackendError::Unsupported(format!(
             "the CUDA attention kernels take head sizes 64, 80, 96 and 128, not {}",
             shape.head_dim
@@ -56,16 +40,6 @@ pub(crate) fn check_shape(shape: &AttentionShape) -> Result<(), CudaBackendError
         )));
     }
     Ok(())
-}
-
-/// Partitions of the token with the most keys: `max_pos + 1` keys, or the
-/// window's.
-pub(crate) fn max_splits(max_pos: usize, sliding_window: Option<usize>) -> usize {
-    let keys = match sliding_window {
-        Some(w) if w > 0 => (max_pos + 1).min(w),
-        _ => max_pos + 1,
-    };
-    keys.div_ceil(PARTITION).max(1)
 }
 
 /// Attention of every token of `meta` over `layer`'s cache; `[tokens, H * D]` bf16.
@@ -99,7 +73,7 @@ pub(crate) fn paged_attention(
     if t == 0 {
         return Ok(CudaTensor::new(Buffer::Bf16(out), 0, h * d));
     }
-    let splits = max_splits(packed.max_pos, shape.sliding_window);
+    let splits = attention_splits(packed.max_pos, shape.sliding_window);
     let mut part_out = gpu.memory.alloc::<f32>(t * h * splits * d)?;
     let mut part_ml = gpu.memory.alloc::<f32>(t * h * splits * 2)?;
     let window = int("sliding window", shape.sliding_window.unwrap_or(0))?;
@@ -113,7 +87,7 @@ pub(crate) fn paged_attention(
     let (token_seq, token_pos) = (meta.view(Array::TokenSeq), meta.view(Array::Positions));
     let (tables, table_start) = (meta.view(Array::Tables), meta.view(Array::TableStart));
     let (k, v) = cache.layer(layer)?;
-    let name = kernel_name(d).unwrap_or("paged_attention_d128");
+    let name = attention_kernel(d).unwrap_or("paged_attention_d128");
     let f = gpu.kernel(name)?;
     let mut l = gpu.stream().launch_builder(f);
     l.arg(&mut part_out)
@@ -132,15 +106,7 @@ pub(crate) fn paged_attention(
         .arg(&shape.scale)
         .arg(&partition)
         .arg(&max_splits);
-    let cfg = LaunchConfig {
-        grid_dim: (
-            dim("tokens", t)?,
-            dim("KV heads", kv)?,
-            grid_yz("splits", splits)?,
-        ),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = config(Launch::attention(t, kv, splits)?);
     // SAFETY: every token's keys lie in its sequence's table and every table
     // entry in the pool (checked when the batch was packed); the partials
     // hold [tokens, H, splits] entries; D and the group fit the kernel.
@@ -158,36 +124,15 @@ pub(crate) fn paged_attention(
         .arg(&window)
         .arg(&partition)
         .arg(&max_splits);
-    let cfg = LaunchConfig {
-        grid_dim: (dim("tokens", t)?, grid_yz("heads", h)?, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = config(Launch::attention_combine(t, h)?);
     // SAFETY: reads the partitions each token's attention wrote; out [t, H * D].
     unsafe { l.launch(cfg) }.map_err(driver("paged_attention_combine"))?;
     Ok(CudaTensor::new(Buffer::Bf16(out), t, h * d))
 }
 
-/// A grid's y or z extent (at most 65535).
-fn grid_yz(what: &'static str, n: usize) -> Result<u32, CudaBackendError> {
-    if n > 65_535 {
-        return Err(CudaBackendError::TooLarge { what, value: n });
-    }
-    dim(what, n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_follow_the_longest_context_or_window() {
-        assert_eq!(max_splits(0, None), 1);
-        assert_eq!(max_splits(PARTITION - 1, None), 1);
-        assert_eq!(max_splits(PARTITION, None), 2);
-        assert_eq!(max_splits(10 * PARTITION, Some(PARTITION)), 1);
-        assert_eq!(max_splits(10 * PARTITION, Some(0)), 11);
-    }
 
     #[test]
     fn shapes_without_a_kernel_are_refused() {

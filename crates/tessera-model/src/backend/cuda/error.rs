@@ -71,7 +71,20 @@ pub(crate) fn int(what: &'static str, value: usize) -> Result<i32, CudaBackendEr
     i32::try_from(value).map_err(|_| CudaBackendError::TooLarge { what, value })
 }
 
-/// `value` as a launch dimension.
-pub(crate) fn dim(what: &'static str, value: usize) -> Result<u32, CudaBackendError> {
-    u32::try_from(value).map_err(|_| CudaBackendError::TooLarge { what, value })
+impl From<tessera_kernel_launch::TooLarge> for CudaBackendError {
+    fn from(e: tessera_kernel_launch::TooLarge) -> Self {
+        CudaBackendError::TooLarge {
+            what: e.what,
+            value: e.value,
+        }
+    }
+}
+
+/// The driver's form of a shared launch configuration.
+pub(crate) fn config(l: tessera_kernel_launch::Launch) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: l.grid,
+        block_dim: l.block,
+        shared_mem_bytes: l.shared_mem_bytes,
+    }
 }

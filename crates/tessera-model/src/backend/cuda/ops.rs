@@ -4,26 +4,17 @@
 //! operands' shapes and types, allocates its output and queues one kernel.
 //!
 //! Every kernel gives a row (or a head) to one block or warp and reduces in
-//! a fixed order, so a row's result never depends on the batch.
+//! a fixed order, so a row's result never depends on the batch. Their launch
+//! configurations are `tessera-kernel-launch`'s, which the emulation tests
+//! run too.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::PushKernelArg;
+use tessera_kernel_launch::Launch;
 
-use super::error::{dim, driver, int, CudaBackendError};
+use super::error::{config, driver, int, CudaBackendError};
 use super::linear::CudaLinear;
 use super::tensor::{Buffer, CudaTensor};
 use super::Gpu;
-
-/// Threads per block of the row kernels (a multiple of 32: the reductions
-/// use whole warps).
-const THREADS: u32 = 256;
-
-fn rows_config(rows: usize, threads: u32) -> Result<LaunchConfig, CudaBackendError> {
-    Ok(LaunchConfig {
-        grid_dim: (dim("rows", rows)?, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    })
-}
 
 /// `f32(table[ids])`: the residual stream's first value.
 pub(crate) fn embedding(
@@ -49,7 +40,7 @@ pub(crate) fn embedding(
             .arg(&h)
             .arg(&v);
         // SAFETY: out [ids, hidden] f32, table [vocab, hidden] bf16, ids in range.
-        unsafe { l.launch(rows_config(ids.len(), THREADS)?) }
+        unsafe { l.launch(config(Launch::rows(ids.len())?)) }
             .map_err(driver("embedding_gather_bf16"))?;
     }
     Ok(CudaTensor::new(Buffer::F32(out), ids.len(), hidden))
@@ -74,7 +65,7 @@ pub(crate) fn rms_norm(
             .arg(&n)
             .arg(&eps);
         // SAFETY: out bf16 and x f32 both [rows, n]; w n values.
-        unsafe { l.launch(rows_config(x.rows(), THREADS)?) }
+        unsafe { l.launch(config(Launch::rows(x.rows())?)) }
             .map_err(driver("rms_norm_f32_bf16"))?;
     }
     Ok(CudaTensor::new(Buffer::Bf16(out), x.rows(), x.cols()))
@@ -110,7 +101,7 @@ pub(crate) fn add_rms_norm(
             .arg(&n)
             .arg(&eps);
         // SAFETY: out bf16, residual f32, x bf16 all [rows, n]; w n values.
-        unsafe { l.launch(rows_config(rows, THREADS)?) }
+        unsafe { l.launch(config(Launch::rows(rows)?)) }
             .map_err(driver("add_rms_norm_f32_bf16"))?;
     }
     Ok(CudaTensor::new(Buffer::Bf16(out), rows, cols))
@@ -134,16 +125,7 @@ pub(crate) fn head_rms_norm(
     if x.is_empty() || num_heads == 0 {
         return Ok(());
     }
-    const WARPS: usize = 4;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            dim("rows", x.rows())?,
-            dim("head groups", num_heads.div_ceil(WARPS))?,
-            1,
-        ),
-        block_dim: (32 * WARPS as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = config(Launch::head_rms_norm(x.rows(), num_heads)?);
     let cols = int("row width", x.cols())?;
     let (offset, heads, d) = (
         int("head offset", offset_heads)?,
@@ -175,15 +157,7 @@ pub(crate) fn silu_mul(gpu: &Gpu, gate_up: &CudaTensor) -> Result<CudaTensor, Cu
     let (rows, inter) = (gate_up.rows(), gate_up.cols() / 2);
     let mut out = gpu.memory.alloc::<u16>(rows * inter)?;
     if rows * inter > 0 {
-        let cfg = LaunchConfig {
-            grid_dim: (
-                dim("rows", rows)?,
-                dim("column blocks", inter.div_ceil(THREADS as usize))?,
-                1,
-            ),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = config(Launch::silu_mul(rows, inter)?);
         let i = int("intermediate size", inter)?;
         let f = gpu.kernel("silu_mul_bf16")?;
         let mut l = gpu.stream().launch_builder(f);
@@ -218,7 +192,7 @@ pub(crate) fn gather_rows(
             .arg(&ids_dev)
             .arg(&cols);
         // SAFETY: every id is a row of x (checked); out [ids, cols].
-        unsafe { l.launch(rows_config(rows.len(), THREADS)?) }
+        unsafe { l.launch(config(Launch::rows(rows.len())?)) }
             .map_err(driver("gather_rows_bf16"))?;
     }
     Ok(CudaTensor::new(Buffer::Bf16(out), rows.len(), x.cols()))

@@ -1,12 +1,13 @@
 //! The rotary table on the device and the fused rotary + KV-cache write
 //! (`kernels/rotary.cu`).
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
+use tessera_kernel_launch::Launch;
 
 use crate::backend::{AttentionShape, RopeTable};
 use crate::config::RopeStyle;
 
-use super::error::{dim, driver, int, CudaBackendError};
+use super::error::{config, driver, int, CudaBackendError};
 use super::kv_cache::CudaKvCache;
 use super::memory::DeviceMemory;
 use super::meta::{Array, DeviceBatch};
@@ -117,11 +118,7 @@ pub(crate) fn rotary_cache_write(
         .arg(&max_pos)
         .arg(&interleaved)
         .arg(&num_slots);
-    let cfg = LaunchConfig {
-        grid_dim: (dim("tokens", packed.num_tokens)?, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = config(Launch::rotary(packed.num_tokens)?);
     // SAFETY: positions are inside the table, slots inside the pool (checked
     // when the batch was packed), qkv rows are (H + 2 KV) * D wide.
     unsafe { l.launch(cfg) }.map_err(driver("rotary_cache_write_bf16"))?;
