@@ -136,6 +136,12 @@ pub struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub allowed_origins: Vec<String>,
+    /// Do not also export the engine's gauges under vLLM's names
+    /// (`vllm:num_requests_waiting`, `vllm:num_requests_running`,
+    /// `vllm:kv_cache_usage_perc`, `vllm:gpu_cache_usage_perc`), which
+    /// Gateway API inference routers and autoscalers read [default: off].
+    #[arg(long, env = "TESSERA_NO_VLLM_METRICS", value_parser = BoolishValueParser::new(), default_value_t = false)]
+    pub no_vllm_metrics: bool,
 }
 
 impl ServeArgs {
@@ -163,6 +169,7 @@ impl ServeArgs {
             },
             log_requests: self.log_requests,
             allowed_origins: self.allowed_origins.clone(),
+            vllm_metrics: !self.no_vllm_metrics,
         };
         config.validate()?;
         Ok(config)

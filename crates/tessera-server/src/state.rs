@@ -26,10 +26,12 @@ impl AppState {
     /// State over `registry` with `config`, checked first.
     pub fn new(registry: Arc<ModelRegistry>, config: ServerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let metrics = Metrics::new().map_err(|e| ConfigError {
-            option: "metrics",
-            reason: e.to_string(),
-        })?;
+        let metrics = Metrics::new()
+            .map(|m| m.with_vllm_names(config.vllm_metrics))
+            .map_err(|e| ConfigError {
+                option: "metrics",
+                reason: e.to_string(),
+            })?;
         Ok(Self {
             registry,
             api_keys: Arc::new(KeySet::new(&config.api_keys)),

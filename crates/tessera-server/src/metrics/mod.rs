@@ -7,6 +7,7 @@
 //! one process never mix their counts.
 
 mod engine;
+mod vllm;
 
 use std::sync::Mutex;
 
@@ -67,6 +68,8 @@ pub struct Metrics {
     /// Serializes scrapes: engine counters are brought up to date by adding
     /// the difference, which two scrapes at once would add twice.
     scrape: Mutex<()>,
+    /// Also export the engine gauges under vLLM's names ([`vllm`]).
+    vllm_names: bool,
 }
 
 fn histogram(
@@ -188,7 +191,14 @@ impl Metrics {
             http_requests,
             engine,
             scrape: Mutex::new(()),
+            vllm_names: true,
         })
+    }
+
+    /// Whether the engine gauges are also exported under vLLM's names (on
+    /// unless `--no-vllm-metrics`).
+    pub fn with_vllm_names(self, vllm_names: bool) -> Self {
+        Self { vllm_names, ..self }
     }
 
     /// The exposition text: the engines' stats brought up to date first.
@@ -201,7 +211,11 @@ impl Metrics {
             self.engine.update(&model.name, &model.engine.stats());
             self.touch(&model.name);
         }
-        TextEncoder::new().encode_to_string(&self.registry.gather())
+        let mut families = self.registry.gather();
+        if self.vllm_names {
+            families.extend(vllm::aliases(&families));
+        }
+        TextEncoder::new().encode_to_string(&families)
     }
 
     /// Creates `model`'s request series, so that a scrape shows zeros for a
