@@ -24,11 +24,14 @@ const ALIASES: &[(&str, &str)] = &[
     ("vllm:gpu_cache_usage_perc", "tessera_kv_cache_usage_ratio"),
 ];
 
+/// A sample's labels, as `(name, value)` pairs.
+type Labels = Vec<(String, String)>;
+
 /// One scrape: sample values by `name` and `(label, value)` pairs, and the
 /// `# TYPE` of each family. Written here because the Rust parser the other
 /// metrics tests use does not take the colons in vLLM's names.
 struct Scrape {
-    samples: HashMap<String, Vec<(Vec<(String, String)>, f64)>>,
+    samples: HashMap<String, Vec<(Labels, f64)>>,
     types: HashMap<String, String>,
 }
 

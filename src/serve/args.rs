@@ -204,6 +204,23 @@ fn read_key_file(path: &Path) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn vllm_metrics_are_on_unless_turned_off() {
+        use clap::Parser;
+        let config = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["serve"], args].concat()).expect("parses");
+            cli.serve.server_config().expect("valid")
+        };
+        assert!(config(&[]).vllm_metrics);
+        assert!(!config(&["--no-vllm-metrics"]).vllm_metrics);
+    }
+
     #[test]
     fn key_files_skip_comments_and_must_hold_a_key() {
         let dir = std::env::temp_dir().join(format!("tessera-keys-{}", std::process::id()));
