@@ -1,5 +1,5 @@
 //! The Containerfile builds with `podman build` (the Debian package), skipped
-//! with a message where podman is missing. It builds the `cpu-prebuilt` target
+//! with a message where podman is missing or cannot run at all. It builds the `cpu-prebuilt` target
 //! around this test's tessera binary on an empty base (the runtime stages only
 //! COPY, so no base image has to be pulled), then checks the image: entry
 //! point, non-root user, health check on /health, volumes, environment, the
@@ -87,6 +87,14 @@ fn the_containerfile_builds_a_non_root_serving_image() {
     if Command::new("podman").arg("--version").output().is_err() {
         eprintln!(
             "SKIPPED: podman is not installed (apt-get install podman); the Containerfile was not built"
+        );
+        return;
+    }
+    let info = podman(&["info"]);
+    if !info.status.success() {
+        eprintln!(
+            "SKIPPED: podman is installed but cannot run here ({}); the Containerfile was not built",
+            String::from_utf8_lossy(&info.stderr).trim()
         );
         return;
     }
