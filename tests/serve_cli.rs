@@ -118,6 +118,25 @@ fn flags_beat_the_environment_which_beats_the_file() {
 }
 
 #[test]
+fn no_vllm_metrics_is_a_flag_a_variable_and_a_key() {
+    let key = "no-vllm-metrics";
+    assert_eq!(
+        effective(&[], &[], key),
+        "no-vllm-metrics = false  # default"
+    );
+    let file = temp_file("vllm.toml", "no-vllm-metrics = true\n");
+    let line = effective(&["--config", path(&file)], &[], key);
+    assert_eq!(line, "no-vllm-metrics = true  # config file");
+    let env = [("TESSERA_NO_VLLM_METRICS", "true")];
+    assert_eq!(
+        effective(&[], &env, key),
+        "no-vllm-metrics = true  # environment"
+    );
+    let line = effective(&["--no-vllm-metrics"], &[], key);
+    assert_eq!(line, "no-vllm-metrics = true  # flag");
+}
+
+#[test]
 fn invalid_configuration_fails_at_start_naming_the_key() {
     // (file, its text, what the error must name)
     let cases = [

@@ -177,6 +177,12 @@ pub struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub allowed_origins: Vec<String>,
+    /// Do not also export the engine's gauges under vLLM's names
+    /// (`vllm:num_requests_waiting`, `vllm:num_requests_running`,
+    /// `vllm:kv_cache_usage_perc`, `vllm:gpu_cache_usage_perc`), which
+    /// Gateway API inference routers and autoscalers read [default: off].
+    #[arg(long, env = "TESSERA_NO_VLLM_METRICS", value_parser = BoolishValueParser::new(), default_value_t = false)]
+    pub no_vllm_metrics: bool,
 }
 
 impl ServeArgs {
@@ -209,6 +215,7 @@ impl ServeArgs {
             },
             log_requests: self.log_requests,
             allowed_origins: self.allowed_origins.clone(),
+            vllm_metrics: !self.no_vllm_metrics,
         };
         config.validate()?;
         Ok(config)
@@ -238,6 +245,23 @@ fn read_key_file(path: &Path, option: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn vllm_metrics_are_on_unless_turned_off() {
+        use clap::Parser;
+        let config = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["serve"], args].concat()).expect("parses");
+            cli.serve.server_config().expect("valid")
+        };
+        assert!(config(&[]).vllm_metrics);
+        assert!(!config(&["--no-vllm-metrics"]).vllm_metrics);
+    }
 
     #[test]
     fn key_files_skip_comments_and_must_hold_a_key() {

@@ -260,8 +260,14 @@ def metrics_parse_with_the_official_prometheus_parser():
         ("tessera_requests_finished", "counter"),
         ("tessera_generation_tokens", "counter"),
         ("tessera_kv_cache_usage_ratio", "gauge"),
+        # vLLM's names, which inference routers read (labelled model_name).
+        ("vllm:num_requests_waiting", "gauge"),
+        ("vllm:num_requests_running", "gauge"),
+        ("vllm:kv_cache_usage_perc", "gauge"),
+        ("vllm:gpu_cache_usage_perc", "gauge"),
     ]:
         assert families[name].type == kind, (name, families.get(name))
+    assert [s.labels for s in families["vllm:num_requests_running"].samples] == [{"model_name": MODEL}]
     generated = [s.value for s in families["tessera_generation_tokens"].samples
                  if s.name == "tessera_generation_tokens_total" and s.labels["model"] == MODEL]
     assert generated and generated[0] > 0, generated

@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub log_requests: bool,
     /// Origins allowed by CORS (`*` for any); empty: CORS off.
     pub allowed_origins: Vec<String>,
+    /// Also export the engine's gauges under vLLM's metric names, which
+    /// vLLM-aware routers and autoscalers read.
+    pub vllm_metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             log_requests: false,
             allowed_origins: Vec::new(),
+            vllm_metrics: true,
         }
     }
 }

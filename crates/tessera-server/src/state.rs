@@ -31,10 +31,14 @@ impl AppState {
     /// [`Self::set_ready`].
     pub fn new(models: Arc<ModelManager>, config: ServerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let metrics = Arc::new(Metrics::new().map_err(|e| ConfigError {
-            option: "metrics",
-            reason: e.to_string(),
-        })?);
+        let metrics = Arc::new(
+            Metrics::new()
+                .map(|m| m.with_vllm_names(config.vllm_metrics))
+                .map_err(|e| ConfigError {
+                    option: "metrics",
+                    reason: e.to_string(),
+                })?,
+        );
         let observer = metrics.clone();
         models.set_observer(move |event| observer.lifecycle(event));
         Ok(Self {

@@ -9,6 +9,7 @@
 
 mod engine;
 mod lifecycle;
+mod vllm;
 
 use std::sync::Mutex;
 
@@ -73,6 +74,8 @@ pub struct Metrics {
     /// Serializes scrapes: engine counters are brought up to date by adding
     /// the difference, which two scrapes at once would add twice.
     scrape: Mutex<()>,
+    /// Also export the engine gauges under vLLM's names ([`vllm`]).
+    vllm_names: bool,
 }
 
 fn histogram(
@@ -201,7 +204,14 @@ impl Metrics {
             engine,
             lifecycle,
             scrape: Mutex::new(()),
+            vllm_names: true,
         })
+    }
+
+    /// Whether the engine gauges are also exported under vLLM's names (on
+    /// unless `--no-vllm-metrics`).
+    pub fn with_vllm_names(self, vllm_names: bool) -> Self {
+        Self { vllm_names, ..self }
     }
 
     /// The exposition text: the engines' stats and the models' states
@@ -222,7 +232,11 @@ impl Metrics {
             self.touch(name, version);
         }
         self.lifecycle.update(models);
-        TextEncoder::new().encode_to_string(&self.registry.gather())
+        let mut families = self.registry.gather();
+        if self.vllm_names {
+            families.extend(vllm::aliases(&families));
+        }
+        TextEncoder::new().encode_to_string(&families)
     }
 
     /// Counts what the model manager did (its observer).
