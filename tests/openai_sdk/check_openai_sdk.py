@@ -267,7 +267,9 @@ def metrics_parse_with_the_official_prometheus_parser():
         ("vllm:gpu_cache_usage_perc", "gauge"),
     ]:
         assert families[name].type == kind, (name, families.get(name))
-    assert [s.labels for s in families["vllm:num_requests_running"].samples] == [{"model_name": MODEL}]
+    # tessera's version label rides along.
+    assert [s.labels for s in families["vllm:num_requests_running"].samples] == [
+        {"model_name": MODEL, "version": "1"}]
     generated = [s.value for s in families["tessera_generation_tokens"].samples
                  if s.name == "tessera_generation_tokens_total" and s.labels["model"] == MODEL]
     assert generated and generated[0] > 0, generated

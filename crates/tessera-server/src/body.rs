@@ -19,11 +19,15 @@ impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| body_error(&e, state.config().max_body_bytes))?;
-        parse_object(&bytes).map(JsonObject)
+        parse_object(&read_body(req, state).await?).map(JsonObject)
     }
+}
+
+/// The body's bytes, under the server's size limit.
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|e| body_error(&e, state.config().max_body_bytes))
 }
 
 /// A request body that is a JSON object or empty (an empty object then).
@@ -33,9 +37,7 @@ impl FromRequest<AppState> for OptionalJsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| body_error(&e, state.config().max_body_bytes))?;
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Map::new()));
         }

@@ -28,7 +28,8 @@ pub struct EngineMetrics {
     last_step: GaugeVec,
 }
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(
+/// Registers `metric` in `registry` and hands it back.
+pub(super) fn register<T: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
     metric: T,
 ) -> prometheus::Result<T> {

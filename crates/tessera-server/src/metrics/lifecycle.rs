@@ -6,6 +6,7 @@
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tessera_manager::{ManagerEvent, ModelState, UnloadCause};
 
+use super::engine::register;
 use crate::registry::ModelManager;
 
 /// Loading takes from well under a second (a small model, warm page cache)
@@ -25,14 +26,6 @@ pub struct LifecycleMetrics {
     unloads: IntCounterVec,
     evictions: IntCounterVec,
     mirrored: IntCounterVec,
-}
-
-fn register<T: prometheus::core::Collector + Clone + 'static>(
-    r: &Registry,
-    metric: T,
-) -> prometheus::Result<T> {
-    r.register(Box::new(metric.clone()))?;
-    Ok(metric)
 }
 
 impl LifecycleMetrics {

@@ -5,8 +5,9 @@
 //! cache's usage to pick the least loaded replica.
 //!
 //! The aliases are copies of tessera's families taken from the same gather,
-//! renamed, with the `model` label called `model_name` as vLLM calls it, so
-//! each alias holds exactly its tessera gauge's value in every scrape.
+//! renamed, with the `model` label called `model_name` as vLLM calls it (the
+//! `version` label stays), so each alias holds exactly its tessera gauge's
+//! value in every scrape.
 //!
 //! Not offered: `vllm:lora_requests_info` (tessera serves no adapters, and
 //! the protocol asks for it only from servers that do) and the optional
