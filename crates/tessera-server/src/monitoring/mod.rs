@@ -1,0 +1,4 @@
+//! Monitoring beyond latency: drift statistics of what each model version is
+//! asked and answers.
+
+pub mod stats;
