@@ -177,6 +177,22 @@ pub struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub allowed_origins: Vec<String>,
+    /// Track drift per model version (GET /v1/monitoring/drift, the
+    /// tessera_drift_* gauges).
+    #[arg(long, env = "TESSERA_DRIFT", value_parser = BoolishValueParser::new(), default_value_t = true)]
+    pub drift: bool,
+    /// Requests after a version goes live that make its drift reference.
+    #[arg(long, env = "TESSERA_DRIFT_REFERENCE_SIZE", default_value_t = 200)]
+    pub drift_reference_size: usize,
+    /// Latest requests in the current window compared with the reference.
+    #[arg(long, env = "TESSERA_DRIFT_WINDOW_SIZE", default_value_t = 200)]
+    pub drift_window_size: usize,
+    /// PSI at or above which a signal may have drifted.
+    #[arg(long, env = "TESSERA_DRIFT_PSI_THRESHOLD", default_value_t = 0.25)]
+    pub drift_psi_threshold: f64,
+    /// Test p-value (KS, chi-squared) below which a move is significant.
+    #[arg(long, env = "TESSERA_DRIFT_P_VALUE_THRESHOLD", default_value_t = 0.05)]
+    pub drift_p_value_threshold: f64,
 }
 
 impl ServeArgs {
@@ -209,6 +225,13 @@ impl ServeArgs {
             },
             log_requests: self.log_requests,
             allowed_origins: self.allowed_origins.clone(),
+            drift: tessera_server::monitoring::DriftConfig {
+                enabled: self.drift,
+                reference_size: self.drift_reference_size,
+                window_size: self.drift_window_size,
+                psi_threshold: self.drift_psi_threshold,
+                p_value_threshold: self.drift_p_value_threshold,
+            },
         };
         config.validate()?;
         Ok(config)

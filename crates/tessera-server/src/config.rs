@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub log_requests: bool,
     /// Origins allowed by CORS (`*` for any); empty: CORS off.
     pub allowed_origins: Vec<String>,
+    /// Drift tracking per model version.
+    pub drift: crate::monitoring::DriftConfig,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +46,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             log_requests: false,
             allowed_origins: Vec::new(),
+            drift: crate::monitoring::DriftConfig::default(),
         }
     }
 }
@@ -137,6 +140,22 @@ impl ServerConfig {
                     "must differ from every client key (a client key never opens the management API)",
                 ));
             }
+        }
+        let d = &self.drift;
+        if d.reference_size == 0 {
+            return Err(invalid("drift-reference-size", "must be more than 0"));
+        }
+        if d.window_size == 0 {
+            return Err(invalid("drift-window-size", "must be more than 0"));
+        }
+        if !(d.psi_threshold.is_finite() && d.psi_threshold > 0.0) {
+            return Err(invalid(
+                "drift-psi-threshold",
+                "must be a number more than 0",
+            ));
+        }
+        if !(d.p_value_threshold > 0.0 && d.p_value_threshold <= 1.0) {
+            return Err(invalid("drift-p-value-threshold", "must be in (0, 1]"));
         }
         let r = &self.rate_limit;
         if r.requests == Some(0) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::auth::KeySet;
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
+use crate::monitoring::DriftMonitor;
 use crate::rate_limit::RateLimiter;
 use crate::registry::ModelManager;
 use crate::streams::StreamSlots;
@@ -24,6 +25,7 @@ pub struct AppState {
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) streams: Arc<StreamSlots>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) drift: Arc<DriftMonitor>,
 }
 
 impl AppState {
@@ -35,6 +37,12 @@ impl AppState {
             option: "metrics",
             reason: e.to_string(),
         })?);
+        let drift = DriftMonitor::new(config.drift.clone(), metrics.registry()).map_err(|e| {
+            ConfigError {
+                option: "metrics",
+                reason: e.to_string(),
+            }
+        })?;
         let observer = metrics.clone();
         models.set_observer(move |event| observer.lifecycle(event));
         Ok(Self {
@@ -46,6 +54,7 @@ impl AppState {
             limiter: Arc::new(RateLimiter::new(config.rate_limit.clone())),
             streams: Arc::new(StreamSlots::new(config.limits.max_streams_per_key)),
             metrics,
+            drift: Arc::new(drift),
             config: Arc::new(config),
         })
     }
