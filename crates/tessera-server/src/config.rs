@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Drift tracking per model version.
     pub drift: crate::monitoring::DriftConfig,
+    /// Payload logging to sinks.
+    pub payload_log: crate::monitoring::PayloadLogConfig,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             log_requests: false,
             allowed_origins: Vec::new(),
             drift: crate::monitoring::DriftConfig::default(),
+            payload_log: crate::monitoring::PayloadLogConfig::default(),
         }
     }
 }
@@ -156,6 +159,16 @@ impl ServerConfig {
         }
         if !(d.p_value_threshold > 0.0 && d.p_value_threshold <= 1.0) {
             return Err(invalid("drift-p-value-threshold", "must be in (0, 1]"));
+        }
+        let p = &self.payload_log;
+        if !(0.0..=1.0).contains(&p.sample_rate) {
+            return Err(invalid("payload-log-sample-rate", "must be in [0, 1]"));
+        }
+        if p.queue_size == 0 {
+            return Err(invalid("payload-log-queue-size", "must be more than 0"));
+        }
+        if p.max_file_bytes == 0 {
+            return Err(invalid("payload-log-max-file-bytes", "must be more than 0"));
         }
         let r = &self.rate_limit;
         if r.requests == Some(0) {
