@@ -66,7 +66,7 @@ fn send(addr: SocketAddr, model: &str, words: usize, count: usize) {
                         .collect();
                     let body = json!({
                         "model": model, "prompt": prompt.join(" "),
-                        "max_tokens": 4, "ignore_eos": true, "temperature": 0,
+                        "max_tokens": 4, "ignore_eos": true, "temperature": 0, "logprobs": 0,
                     });
                     let r = common::post(addr, "/v1/completions", &body);
                     assert_eq!(r.status, 200, "{}", r.text());
@@ -152,6 +152,9 @@ fn long_prompts_drift_and_fixed_completions_do_not() {
     assert_eq!(completion["drifted"], false, "{completion}");
     assert_eq!(completion["current"]["mean"], 4.0);
     assert_eq!(signal(v1, "finish_reason")["drifted"], false);
+    let logprob = signal(v1, "mean_logprob");
+    assert_eq!(logprob["current"]["count"], WINDOW, "{logprob}");
+    assert!(logprob["current"]["mean"].as_f64().unwrap() < 0.0, "{logprob}");
 
     // The gauges are the JSON's numbers (to an ulp or so: serde_json's
     // default float parser does not always round-trip).

@@ -32,6 +32,9 @@ struct ChoiceState {
     last_token: Option<Instant>,
     tokens: u64,
     finished: bool,
+    /// Sum and count of its sampled tokens' logprobs, when reported.
+    logprob_sum: f64,
+    logprobs: u64,
 }
 
 /// The measurements of one request's choices.
@@ -133,6 +136,10 @@ impl Tracker {
                 c.first_token.get_or_insert(now);
                 c.last_token = Some(now);
                 c.tokens += k;
+                for lp in &out.logprobs {
+                    c.logprob_sum += f64::from(lp.logprob);
+                    c.logprobs += 1;
+                }
             }
         }
         if out.error.is_some() {
@@ -180,6 +187,10 @@ impl Tracker {
             .push((Signal::CompletionTokens, c.tokens as f64));
         self.observation
             .push((Signal::FinishReason, finish_reason_value(reason)));
+        if c.logprobs > 0 {
+            self.observation
+                .push((Signal::MeanLogprob, c.logprob_sum / c.logprobs as f64));
+        }
         let m = &self.metrics.request;
         let (model, version) = (&*self.model, &*self.version);
         m.finished

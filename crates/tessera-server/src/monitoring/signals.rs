@@ -25,6 +25,11 @@ pub enum Signal {
     TimeToFirstToken,
     /// How a choice ended (stop, length, abort, error).
     FinishReason,
+    /// Mean log-probability of a choice's sampled tokens (the model's own
+    /// surprise at its output). Only from requests that ask for `logprobs`:
+    /// the engine computes log-probabilities (a pass over the vocabulary per
+    /// token) only then.
+    MeanLogprob,
 }
 
 /// Powers of two: token counts span orders of magnitude.
@@ -35,16 +40,21 @@ const TOKEN_EDGES: &[f64] = &[
 const TTFT_EDGES: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+/// Nats per token: near 0 is confident, below -4 is mostly surprise.
+const LOGPROB_EDGES: &[f64] = &[
+    -8.0, -4.0, -2.0, -1.5, -1.0, -0.75, -0.5, -0.25, -0.1, -0.05, -0.01,
+];
 /// The finish reasons the tracker reports; anything else counts as `other`.
 pub const FINISH_REASONS: &[&str] = &["stop", "length", "abort", "error", "other"];
 
 impl Signal {
     /// Every signal, in report order.
-    pub const ALL: [Signal; 4] = [
+    pub const ALL: [Signal; 5] = [
         Signal::PromptTokens,
         Signal::CompletionTokens,
         Signal::TimeToFirstToken,
         Signal::FinishReason,
+        Signal::MeanLogprob,
     ];
 
     /// Its name in metrics labels and JSON.
@@ -54,6 +64,7 @@ impl Signal {
             Signal::CompletionTokens => "completion_tokens",
             Signal::TimeToFirstToken => "time_to_first_token",
             Signal::FinishReason => "finish_reason",
+            Signal::MeanLogprob => "mean_logprob",
         }
     }
 
@@ -68,6 +79,7 @@ impl Signal {
             Signal::PromptTokens | Signal::CompletionTokens => Kind::Numeric(TOKEN_EDGES),
             Signal::TimeToFirstToken => Kind::Numeric(TTFT_EDGES),
             Signal::FinishReason => Kind::Categorical(FINISH_REASONS),
+            Signal::MeanLogprob => Kind::Numeric(LOGPROB_EDGES),
         }
     }
 
