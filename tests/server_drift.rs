@@ -154,7 +154,10 @@ fn long_prompts_drift_and_fixed_completions_do_not() {
     assert_eq!(signal(v1, "finish_reason")["drifted"], false);
     let logprob = signal(v1, "mean_logprob");
     assert_eq!(logprob["current"]["count"], WINDOW, "{logprob}");
-    assert!(logprob["current"]["mean"].as_f64().unwrap() < 0.0, "{logprob}");
+    assert!(
+        logprob["current"]["mean"].as_f64().unwrap() < 0.0,
+        "{logprob}"
+    );
 
     // The gauges are the JSON's numbers (to an ulp or so: serde_json's
     // default float parser does not always round-trip).

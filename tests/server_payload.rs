@@ -183,6 +183,29 @@ fn events_reach_a_cloudevents_receiver_and_a_file() {
         && l["body"] == whole
         && l["model"] == "tiny"
         && l["version"] == 1));
+
+    // The log makes a drift baseline.
+    let baseline = dir.path().join("baseline.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["drift", "baseline", "--from"])
+        .arg(&file)
+        .arg("-o")
+        .arg(&baseline)
+        .output()
+        .expect("tessera runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = tessera_server::monitoring::Baseline::load(&baseline).expect("baseline");
+    assert_eq!(b.model, "tiny");
+    assert_eq!(
+        b.signals["completion_tokens"],
+        vec![3.0],
+        "the whole response's"
+    );
+    assert_eq!(b.signals["finish_reason"].len(), 2, "both responses'");
 }
 
 #[test]

@@ -179,7 +179,7 @@ pub struct ServeArgs {
     pub allowed_origins: Vec<String>,
     /// Track drift per model version (GET /v1/monitoring/drift, the
     /// tessera_drift_* gauges).
-    #[arg(long, env = "TESSERA_DRIFT", value_parser = BoolishValueParser::new(), default_value_t = true)]
+    #[arg(long, env = "TESSERA_DRIFT", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, default_value_t = true, value_name = "BOOL")]
     pub drift: bool,
     /// Requests after a version goes live that make its drift reference.
     #[arg(long, env = "TESSERA_DRIFT_REFERENCE_SIZE", default_value_t = 200)]
@@ -193,6 +193,16 @@ pub struct ServeArgs {
     /// Test p-value (KS, chi-squared) below which a move is significant.
     #[arg(long, env = "TESSERA_DRIFT_P_VALUE_THRESHOLD", default_value_t = 0.05)]
     pub drift_p_value_threshold: f64,
+    /// A drift reference made by `tessera drift baseline`: versions of its
+    /// model start with it instead of their first requests; repeat for
+    /// several models [default: none].
+    #[arg(
+        long,
+        env = "TESSERA_DRIFT_BASELINE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub drift_baseline: Vec<PathBuf>,
     /// Log inference requests and responses to a sink: `file:PATH` (JSON
     /// lines, rotated by size) or `http://HOST[:PORT]/PATH` (CloudEvents 1.0,
     /// binary mode); repeat or separate with commas [default: none].
@@ -278,6 +288,12 @@ impl ServeArgs {
                 window_size: self.drift_window_size,
                 psi_threshold: self.drift_psi_threshold,
                 p_value_threshold: self.drift_p_value_threshold,
+                baselines: self
+                    .drift_baseline
+                    .iter()
+                    .map(|p| tessera_server::monitoring::Baseline::load(p))
+                    .collect::<Result<_, _>>()
+                    .context("--drift-baseline")?,
             },
             payload_log: self.payload_log_config()?,
         };

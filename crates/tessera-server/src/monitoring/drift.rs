@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use prometheus::{GaugeVec, Opts, Registry};
 use serde::Serialize;
 
+use super::baseline::Baseline;
 use super::signals::{bin_counts, Kind, Signal};
 use super::stats::{chi_squared, ks_2samp, psi};
 
@@ -25,6 +26,9 @@ pub struct DriftConfig {
     pub psi_threshold: f64,
     /// Test p-value below which the move is significant.
     pub p_value_threshold: f64,
+    /// References made offline, per model (`--drift-baseline`): a version
+    /// of such a model starts with them as its reference.
+    pub baselines: Vec<Baseline>,
 }
 
 impl Default for DriftConfig {
@@ -35,6 +39,7 @@ impl Default for DriftConfig {
             window_size: 200,
             psi_threshold: 0.25,
             p_value_threshold: 0.05,
+            baselines: Vec::new(),
         }
     }
 }
@@ -59,6 +64,8 @@ struct SignalState {
 struct VersionState {
     signals: [SignalState; Signal::ALL.len()],
     observed: u64,
+    /// Whether the reference came from a baseline file.
+    from_baseline: bool,
 }
 
 /// A distribution in the report.
@@ -108,6 +115,8 @@ pub struct VersionReport {
     pub version: u64,
     /// Requests observed since it went live.
     pub observed: u64,
+    /// `baseline` (a file made offline) or `live` (its first requests).
+    pub reference_source: &'static str,
     /// Whether every signal's reference window is full (a signal's
     /// statistics exist once its own is).
     pub reference_complete: bool,
@@ -167,7 +176,9 @@ impl DriftMonitor {
         }
         let mut versions = self.lock();
         let key = (model.to_string(), version);
-        let state = versions.entry(key).or_default();
+        let state = versions
+            .entry(key)
+            .or_insert_with(|| self.new_version(model));
         state.observed += 1;
         for &(signal, value) in observation {
             if !value.is_finite() {
@@ -188,6 +199,19 @@ impl DriftMonitor {
         if state.observed.is_multiple_of(every) {
             self.evaluate(model, version, state);
         }
+    }
+
+    /// A version's state, its reference from the model's baseline if any.
+    fn new_version(&self, model: &str) -> VersionState {
+        let mut state = VersionState::default();
+        if let Some(b) = self.config.baselines.iter().find(|b| b.model == model) {
+            state.from_baseline = true;
+            for s in Signal::ALL {
+                let values = b.values(s, self.config.reference_size);
+                state.signals[s.index()].reference.values.extend(values);
+            }
+        }
+        state
     }
 
     /// Forgets versions that are no longer live, and their gauges.
@@ -286,6 +310,11 @@ impl DriftMonitor {
             model: model.to_string(),
             version,
             observed: state.observed,
+            reference_source: if state.from_baseline {
+                "baseline"
+            } else {
+                "live"
+            },
             reference_complete: complete,
             signals,
         }

@@ -111,3 +111,37 @@ fn windows_stay_bounded_and_versions_are_forgotten() {
             .iter()
             .any(|l| l.name() == "version" && l.value() == "1")));
 }
+
+#[test]
+fn a_baseline_is_the_reference_from_the_first_request() {
+    let registry = Registry::new_custom(Some("tessera".into()), None).unwrap();
+    let baseline = Baseline {
+        model: "m".into(),
+        signals: [("prompt_tokens".to_string(), vec![10.0; 100])].into(),
+    };
+    let m = DriftMonitor::new(
+        DriftConfig {
+            baselines: vec![baseline],
+            ..config()
+        },
+        &registry,
+    )
+    .unwrap();
+    for _ in 0..40 {
+        m.observe("m", 1, &request(300.0, 16.0, 0.02));
+    }
+    let r = m.report();
+    assert_eq!(r[0].reference_source, "baseline");
+    let prompt = signal(&r[0], "prompt_tokens");
+    assert_eq!(
+        prompt.reference.count, 40,
+        "spread down to the reference size"
+    );
+    assert_eq!(prompt.reference.mean, Some(10.0));
+    assert!(prompt.drifted, "{prompt:?}");
+    // Signals the baseline lacks take their reference from traffic.
+    assert_eq!(
+        signal(&r[0], "completion_tokens").reference.mean,
+        Some(16.0)
+    );
+}
