@@ -187,6 +187,10 @@ pub struct ServeArgs {
     /// Latest requests in the current window compared with the reference.
     #[arg(long, env = "TESSERA_DRIFT_WINDOW_SIZE", default_value_t = 200)]
     pub drift_window_size: usize,
+    /// Also limit the current window to the last T (e.g. `1h`) [default:
+    /// none, the last --drift-window-size requests].
+    #[arg(long, env = "TESSERA_DRIFT_WINDOW", value_parser = parse_duration, value_name = "DURATION")]
+    pub drift_window: Option<Duration>,
     /// PSI at or above which a signal may have drifted.
     #[arg(long, env = "TESSERA_DRIFT_PSI_THRESHOLD", default_value_t = 0.25)]
     pub drift_psi_threshold: f64,
@@ -286,6 +290,7 @@ impl ServeArgs {
                 enabled: self.drift,
                 reference_size: self.drift_reference_size,
                 window_size: self.drift_window_size,
+                window_duration: self.drift_window,
                 psi_threshold: self.drift_psi_threshold,
                 p_value_threshold: self.drift_p_value_threshold,
                 baselines: self

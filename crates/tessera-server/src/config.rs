@@ -151,6 +151,9 @@ impl ServerConfig {
         if d.window_size == 0 {
             return Err(invalid("drift-window-size", "must be more than 0"));
         }
+        if d.window_duration.is_some_and(|t| t.is_zero()) {
+            return Err(invalid("drift-window", "must be more than 0"));
+        }
         if !(d.psi_threshold.is_finite() && d.psi_threshold > 0.0) {
             return Err(invalid(
                 "drift-psi-threshold",

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use prometheus::{GaugeVec, Opts, Registry};
 use serde::Serialize;
@@ -22,6 +23,9 @@ pub struct DriftConfig {
     pub reference_size: usize,
     /// Values per signal in the current (sliding) window.
     pub window_size: usize,
+    /// When set, the current window also holds only values this recent
+    /// (the last T); `window_size` still bounds it.
+    pub window_duration: Option<Duration>,
     /// PSI at or above which a signal may have drifted.
     pub psi_threshold: f64,
     /// Test p-value below which the move is significant.
@@ -37,6 +41,7 @@ impl Default for DriftConfig {
             enabled: true,
             reference_size: 200,
             window_size: 200,
+            window_duration: None,
             psi_threshold: 0.25,
             p_value_threshold: 0.05,
             baselines: Vec::new(),
@@ -48,6 +53,24 @@ impl Default for DriftConfig {
 #[derive(Debug, Default, Clone)]
 struct Sample {
     values: VecDeque<f64>,
+    /// When each value came (the current window only, for its age limit).
+    times: VecDeque<Instant>,
+}
+
+impl Sample {
+    /// Drops values beyond `max` or older than `max_age`, oldest first.
+    fn trim(&mut self, max: usize, max_age: Option<Duration>, now: Instant) {
+        while self.values.len() > max
+            || max_age.is_some_and(|age| {
+                self.times
+                    .front()
+                    .is_some_and(|&t| now.saturating_duration_since(t) > age)
+            })
+        {
+            self.values.pop_front();
+            self.times.pop_front();
+        }
+    }
 }
 
 /// One signal of one version.
@@ -174,6 +197,7 @@ impl DriftMonitor {
         if !self.config.enabled || observation.is_empty() {
             return;
         }
+        let now = Instant::now();
         let mut versions = self.lock();
         let key = (model.to_string(), version);
         let state = versions
@@ -189,9 +213,9 @@ impl DriftMonitor {
                 s.reference.values.push_back(value);
             }
             s.current.values.push_back(value);
-            while s.current.values.len() > self.config.window_size {
-                s.current.values.pop_front();
-            }
+            s.current.times.push_back(now);
+            s.current
+                .trim(self.config.window_size, self.config.window_duration, now);
         }
         // Evaluating sorts two windows per signal: every few requests is
         // enough to notice a crossing promptly.
@@ -262,6 +286,12 @@ impl DriftMonitor {
     }
 
     fn evaluate(&self, model: &str, version: u64, state: &mut VersionState) -> VersionReport {
+        // A quiet spell ages values out even without new requests.
+        let now = Instant::now();
+        for s in &mut state.signals {
+            s.current
+                .trim(self.config.window_size, self.config.window_duration, now);
+        }
         // Mean logprob is only seen from requests asking for logprobs, so it
         // does not hold up completeness.
         let complete = Signal::ALL

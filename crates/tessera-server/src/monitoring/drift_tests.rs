@@ -145,3 +145,31 @@ fn a_baseline_is_the_reference_from_the_first_request() {
         Some(16.0)
     );
 }
+
+#[test]
+fn a_timed_window_holds_only_recent_values() {
+    let registry = Registry::new_custom(Some("tessera".into()), None).unwrap();
+    let m = DriftMonitor::new(
+        DriftConfig {
+            window_duration: Some(std::time::Duration::from_secs(1)),
+            ..config()
+        },
+        &registry,
+    )
+    .unwrap();
+    for _ in 0..30 {
+        m.observe("m", 1, &request(10.0, 16.0, 0.02));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(signal(&m.report()[0], "prompt_tokens").current.count, 0);
+    for _ in 0..5 {
+        m.observe("m", 1, &request(12.0, 16.0, 0.02));
+    }
+    let r = m.report();
+    let prompt = signal(&r[0], "prompt_tokens");
+    assert_eq!((prompt.current.count, prompt.current.mean), (5, Some(12.0)));
+    assert_eq!(
+        prompt.reference.count, 35,
+        "the reference keeps its first values"
+    );
+}
