@@ -301,6 +301,59 @@ mod tests {
                 },
             ),
         ];
+        let drift = |d: crate::monitoring::DriftConfig| ServerConfig {
+            drift: d,
+            ..Default::default()
+        };
+        let payload = |p: crate::monitoring::PayloadLogConfig| ServerConfig {
+            payload_log: p,
+            ..Default::default()
+        };
+        let mut cases = cases;
+        cases.extend([
+            (
+                "drift-reference-size",
+                drift(crate::monitoring::DriftConfig {
+                    reference_size: 0,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "drift-window",
+                drift(crate::monitoring::DriftConfig {
+                    window_duration: Some(Duration::ZERO),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "drift-psi-threshold",
+                drift(crate::monitoring::DriftConfig {
+                    psi_threshold: f64::NAN,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "drift-p-value-threshold",
+                drift(crate::monitoring::DriftConfig {
+                    p_value_threshold: 0.0,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "payload-log-sample-rate",
+                payload(crate::monitoring::PayloadLogConfig {
+                    sample_rate: 1.5,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "payload-log-queue-size",
+                payload(crate::monitoring::PayloadLogConfig {
+                    queue_size: 0,
+                    ..Default::default()
+                }),
+            ),
+        ]);
         for (option, config) in cases {
             let e = config.validate().expect_err(option);
             assert_eq!(e.option, option, "{e}");
