@@ -7,6 +7,7 @@
 //! `cargo test --all-targets` also runs this file (without `--bench`): then it
 //! does a short smoke run so the code stays working.
 
+// tests/common allows its own dead code.
 #[path = "../tests/common/mod.rs"]
 mod common;
 

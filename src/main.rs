@@ -29,6 +29,26 @@ enum Command {
     /// Benchmark any OpenAI-compatible server (tessera, llama-server, vLLM)
     /// from the client side: TTFT, TPOT, ITL, latency, throughput, goodput.
     Bench(Box<tessera_bench::BenchCommand>),
+    /// Drift monitoring tools.
+    #[command(subcommand)]
+    Drift(DriftCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DriftCommand {
+    /// Make a drift reference from a payload log (`--payload-log file:PATH`),
+    /// for `serve --drift-baseline`.
+    Baseline {
+        /// The payload log (JSON lines).
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to write the baseline.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The model whose responses to use [default: the only one in the log].
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +118,27 @@ fn main() -> Result<()> {
         }
         Command::Generate(args) => generate::run(args),
         Command::Bench(command) => Ok(tessera_bench::bench::run(*command)?),
+        Command::Drift(DriftCommand::Baseline {
+            from,
+            output,
+            model,
+        }) => {
+            use tessera_server::monitoring::Baseline;
+            let b = Baseline::from_payload(&from, model.as_deref())?;
+            b.save(&output)?;
+            let counts: Vec<String> = b
+                .signals
+                .iter()
+                .map(|(s, v)| format!("{s} {}", v.len()))
+                .collect();
+            eprintln!(
+                "tessera: baseline of {} written to {} ({})",
+                b.model,
+                output.display(),
+                counts.join(", ")
+            );
+            Ok(())
+        }
         Command::Pull(args) => {
             let dir: PathBuf = tessera_model::hub::pull(
                 &args.repo_id,

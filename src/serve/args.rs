@@ -183,9 +183,86 @@ pub struct ServeArgs {
     /// Gateway API inference routers and autoscalers read [default: off].
     #[arg(long, env = "TESSERA_NO_VLLM_METRICS", value_parser = BoolishValueParser::new(), default_value_t = false)]
     pub no_vllm_metrics: bool,
+    /// Track drift per model version (GET /v1/monitoring/drift, the
+    /// tessera_drift_* gauges).
+    #[arg(long, env = "TESSERA_DRIFT", value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set, default_value_t = true, value_name = "BOOL")]
+    pub drift: bool,
+    /// Requests after a version goes live that make its drift reference.
+    #[arg(long, env = "TESSERA_DRIFT_REFERENCE_SIZE", default_value_t = 200)]
+    pub drift_reference_size: usize,
+    /// Latest requests in the current window compared with the reference.
+    #[arg(long, env = "TESSERA_DRIFT_WINDOW_SIZE", default_value_t = 200)]
+    pub drift_window_size: usize,
+    /// Also limit the current window to the last T (e.g. `1h`) [default:
+    /// none, the last --drift-window-size requests].
+    #[arg(long, env = "TESSERA_DRIFT_WINDOW", value_parser = parse_duration, value_name = "DURATION")]
+    pub drift_window: Option<Duration>,
+    /// PSI at or above which a signal may have drifted.
+    #[arg(long, env = "TESSERA_DRIFT_PSI_THRESHOLD", default_value_t = 0.25)]
+    pub drift_psi_threshold: f64,
+    /// Test p-value (KS, chi-squared) below which a move is significant.
+    #[arg(long, env = "TESSERA_DRIFT_P_VALUE_THRESHOLD", default_value_t = 0.05)]
+    pub drift_p_value_threshold: f64,
+    /// A drift reference made by `tessera drift baseline`: versions of its
+    /// model start with it instead of their first requests; repeat for
+    /// several models [default: none].
+    #[arg(
+        long,
+        env = "TESSERA_DRIFT_BASELINE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub drift_baseline: Vec<PathBuf>,
+    /// Log inference requests and responses to a sink: `file:PATH` (JSON
+    /// lines, rotated by size) or `http://HOST[:PORT]/PATH` (CloudEvents 1.0,
+    /// binary mode); repeat or separate with commas [default: none].
+    #[arg(
+        long,
+        env = "TESSERA_PAYLOAD_LOG",
+        value_delimiter = ',',
+        value_name = "SINK"
+    )]
+    pub payload_log: Vec<String>,
+    /// Which payload events: all, request or response.
+    #[arg(long, env = "TESSERA_PAYLOAD_LOG_MODE", default_value = "all")]
+    pub payload_log_mode: String,
+    /// Share of requests whose payloads are logged.
+    #[arg(long, env = "TESSERA_PAYLOAD_LOG_SAMPLE_RATE", default_value_t = 1.0)]
+    pub payload_log_sample_rate: f64,
+    /// Replace message content in payload events by its SHA-256.
+    #[arg(long, env = "TESSERA_PAYLOAD_LOG_HASH_CONTENT", value_parser = BoolishValueParser::new(), default_value_t = false)]
+    pub payload_log_hash_content: bool,
+    /// Events a sink may have waiting before new ones are dropped (counted
+    /// in tessera_payload_log_dropped_total).
+    #[arg(long, env = "TESSERA_PAYLOAD_LOG_QUEUE_SIZE", default_value_t = 1024)]
+    pub payload_log_queue_size: usize,
+    /// Size at which a file sink is rotated (PATH.1, PATH.2, ... ten kept).
+    #[arg(long, env = "TESSERA_PAYLOAD_LOG_MAX_FILE_BYTES", value_parser = parse_bytes, default_value = "100MiB")]
+    pub payload_log_max_file_bytes: u64,
 }
 
 impl ServeArgs {
+    /// The payload logging settings, each sink checked.
+    fn payload_log_config(&self) -> Result<tessera_server::monitoring::PayloadLogConfig> {
+        use tessera_server::monitoring::payload::{Mode, Sink};
+        let sinks = self
+            .payload_log
+            .iter()
+            .map(|s| Sink::parse(s).map_err(|e| anyhow::anyhow!("--payload-log: {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        let mode = Mode::parse(&self.payload_log_mode)
+            .map_err(|e| anyhow::anyhow!("--payload-log-mode: {e}"))?;
+        Ok(tessera_server::monitoring::PayloadLogConfig {
+            sinks,
+            mode,
+            sample_rate: self.payload_log_sample_rate,
+            hash_content: self.payload_log_hash_content,
+            queue_size: self.payload_log_queue_size,
+            max_file_bytes: self.payload_log_max_file_bytes,
+            ..Default::default()
+        })
+    }
+
     /// The server's settings; reads the key file. Errors name the option.
     pub fn server_config(&self) -> Result<ServerConfig> {
         let mut api_keys = self.api_keys.clone();
@@ -216,6 +293,21 @@ impl ServeArgs {
             log_requests: self.log_requests,
             allowed_origins: self.allowed_origins.clone(),
             vllm_metrics: !self.no_vllm_metrics,
+            drift: tessera_server::monitoring::DriftConfig {
+                enabled: self.drift,
+                reference_size: self.drift_reference_size,
+                window_size: self.drift_window_size,
+                window_duration: self.drift_window,
+                psi_threshold: self.drift_psi_threshold,
+                p_value_threshold: self.drift_p_value_threshold,
+                baselines: self
+                    .drift_baseline
+                    .iter()
+                    .map(|p| tessera_server::monitoring::Baseline::load(p))
+                    .collect::<Result<_, _>>()
+                    .context("--drift-baseline")?,
+            },
+            payload_log: self.payload_log_config()?,
         };
         config.validate()?;
         Ok(config)

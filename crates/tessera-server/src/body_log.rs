@@ -45,7 +45,7 @@ fn headers_text(headers: &HeaderMap) -> String {
 }
 
 /// `bytes` as text, every secret replaced.
-fn redact(bytes: &[u8], secrets: &[String]) -> String {
+pub(crate) fn redact(bytes: &[u8], secrets: &[String]) -> String {
     let mut text = String::from_utf8_lossy(bytes).into_owned();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         text = text.replace(secret.as_str(), REDACTED);
@@ -54,7 +54,7 @@ fn redact(bytes: &[u8], secrets: &[String]) -> String {
 }
 
 /// The API and metrics keys.
-fn secrets(state: &AppState) -> Arc<Vec<String>> {
+pub(crate) fn secrets(state: &AppState) -> Arc<Vec<String>> {
     let c = state.config();
     Arc::new(
         c.api_keys

@@ -34,6 +34,10 @@ pub struct ServerConfig {
     /// Also export the engine's gauges under vLLM's metric names, which
     /// vLLM-aware routers and autoscalers read.
     pub vllm_metrics: bool,
+    /// Drift tracking per model version.
+    pub drift: crate::monitoring::DriftConfig,
+    /// Payload logging to sinks.
+    pub payload_log: crate::monitoring::PayloadLogConfig,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,8 @@ impl Default for ServerConfig {
             log_requests: false,
             allowed_origins: Vec::new(),
             vllm_metrics: true,
+            drift: crate::monitoring::DriftConfig::default(),
+            payload_log: crate::monitoring::PayloadLogConfig::default(),
         }
     }
 }
@@ -141,6 +147,35 @@ impl ServerConfig {
                     "must differ from every client key (a client key never opens the management API)",
                 ));
             }
+        }
+        let d = &self.drift;
+        if d.reference_size == 0 {
+            return Err(invalid("drift-reference-size", "must be more than 0"));
+        }
+        if d.window_size == 0 {
+            return Err(invalid("drift-window-size", "must be more than 0"));
+        }
+        if d.window_duration.is_some_and(|t| t.is_zero()) {
+            return Err(invalid("drift-window", "must be more than 0"));
+        }
+        if !(d.psi_threshold.is_finite() && d.psi_threshold > 0.0) {
+            return Err(invalid(
+                "drift-psi-threshold",
+                "must be a number more than 0",
+            ));
+        }
+        if !(d.p_value_threshold > 0.0 && d.p_value_threshold <= 1.0) {
+            return Err(invalid("drift-p-value-threshold", "must be in (0, 1]"));
+        }
+        let p = &self.payload_log;
+        if !(0.0..=1.0).contains(&p.sample_rate) {
+            return Err(invalid("payload-log-sample-rate", "must be in [0, 1]"));
+        }
+        if p.queue_size == 0 {
+            return Err(invalid("payload-log-queue-size", "must be more than 0"));
+        }
+        if p.max_file_bytes == 0 {
+            return Err(invalid("payload-log-max-file-bytes", "must be more than 0"));
         }
         let r = &self.rate_limit;
         if r.requests == Some(0) {
@@ -270,6 +305,59 @@ mod tests {
                 },
             ),
         ];
+        let drift = |d: crate::monitoring::DriftConfig| ServerConfig {
+            drift: d,
+            ..Default::default()
+        };
+        let payload = |p: crate::monitoring::PayloadLogConfig| ServerConfig {
+            payload_log: p,
+            ..Default::default()
+        };
+        let mut cases = cases;
+        cases.extend([
+            (
+                "drift-reference-size",
+                drift(crate::monitoring::DriftConfig {
+                    reference_size: 0,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "drift-window",
+                drift(crate::monitoring::DriftConfig {
+                    window_duration: Some(Duration::ZERO),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "drift-psi-threshold",
+                drift(crate::monitoring::DriftConfig {
+                    psi_threshold: f64::NAN,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "drift-p-value-threshold",
+                drift(crate::monitoring::DriftConfig {
+                    p_value_threshold: 0.0,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "payload-log-sample-rate",
+                payload(crate::monitoring::PayloadLogConfig {
+                    sample_rate: 1.5,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "payload-log-queue-size",
+                payload(crate::monitoring::PayloadLogConfig {
+                    queue_size: 0,
+                    ..Default::default()
+                }),
+            ),
+        ]);
         for (option, config) in cases {
             let e = config.validate().expect_err(option);
             assert_eq!(e.option, option, "{e}");

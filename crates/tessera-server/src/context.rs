@@ -76,6 +76,16 @@ impl RequestContext {
         self.outcome().model = Some(name.to_string());
     }
 
+    /// The route it matched (`unmatched` when none).
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// The model version serving the request, once known.
+    pub fn version(&self) -> Option<u64> {
+        self.outcome().version
+    }
+
     /// Records the model version serving the request.
     pub fn set_version(&self, version: u64) {
         self.outcome().version = Some(version);

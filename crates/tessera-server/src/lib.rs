@@ -25,6 +25,7 @@ mod logprobs;
 mod messages;
 pub mod metrics;
 mod middleware;
+pub mod monitoring;
 pub mod openai;
 mod outputs;
 pub mod rate_limit;

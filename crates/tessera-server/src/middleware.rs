@@ -1,6 +1,7 @@
 //! The middleware around every route: request id, access (API keys, request
-//! rate), the request's context, its timeout, the HTTP status metric and,
-//! with `--log-requests`, body logging.
+//! rate), the request's context, its timeout, the HTTP status metric,
+//! with `--log-requests` body logging, and with `--payload-log` payload
+//! events.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         timeout,
     ));
     let log_bodies = state.config.log_requests;
+    let payload = crate::monitoring::payload::hook::wants(&state, &route);
+    let mut payload_body = None;
     let mut response = match checked {
         Err(e) => e.into_response(),
         Ok(_) => {
@@ -76,6 +79,15 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
                 body_log::request(&state, &ctx, req).await
             } else {
                 Ok(req)
+            };
+            let req = match req {
+                Ok(req) if payload => crate::monitoring::payload::hook::request(&state, req)
+                    .await
+                    .map(|(req, body)| {
+                        payload_body = Some(body);
+                        req
+                    }),
+                other => other,
             };
             match (req, timeout) {
                 (Err(e), _) => e.into_response(),
@@ -117,6 +129,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(body) = payload_body {
+        response =
+            crate::monitoring::payload::hook::response(&state, ctx.clone(), body, response).await;
     }
     if log_bodies {
         response = body_log::response(&state, ctx, response).await;

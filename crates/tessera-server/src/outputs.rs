@@ -100,7 +100,7 @@ pub fn submit(
     }
     let tracker = Tracker::new(
         ctx.clone(),
-        state.metrics.clone(),
+        state,
         &model.name,
         model.version,
         &prompt_lens,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::auth::KeySet;
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
+use crate::monitoring::{DriftMonitor, PayloadLogger};
 use crate::rate_limit::RateLimiter;
 use crate::registry::ModelManager;
 use crate::streams::StreamSlots;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) streams: Arc<StreamSlots>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) drift: Arc<DriftMonitor>,
+    pub(crate) payload: Option<Arc<PayloadLogger>>,
 }
 
 impl AppState {
@@ -39,6 +42,17 @@ impl AppState {
                     reason: e.to_string(),
                 })?,
         );
+        let drift = DriftMonitor::new(config.drift.clone(), metrics.registry()).map_err(|e| {
+            ConfigError {
+                option: "metrics",
+                reason: e.to_string(),
+            }
+        })?;
+        let payload = PayloadLogger::start(config.payload_log.clone(), metrics.registry())
+            .map_err(|e| ConfigError {
+                option: "payload-log",
+                reason: e.to_string(),
+            })?;
         let observer = metrics.clone();
         models.set_observer(move |event| observer.lifecycle(event));
         Ok(Self {
@@ -50,6 +64,8 @@ impl AppState {
             limiter: Arc::new(RateLimiter::new(config.rate_limit.clone())),
             streams: Arc::new(StreamSlots::new(config.limits.max_streams_per_key)),
             metrics,
+            drift: Arc::new(drift),
+            payload: payload.map(Arc::new),
             config: Arc::new(config),
         })
     }

@@ -2,7 +2,8 @@
 //! first token, inter-token latency, per-token and end-to-end latency, queue
 //! time and lengths into the metrics, token counts and finish reasons into the
 //! request's log line. It also holds the request's stream slot and token
-//! reservation, so both are given back when the request ends, however it ends.
+//! reservation, so both are given back when the request ends, however it ends,
+//! and hands the drift monitor what the request showed.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +12,9 @@ use tessera_engine::request::RequestOutput;
 
 use crate::context::RequestContext;
 use crate::metrics::Metrics;
+use crate::monitoring::{signals::finish_reason_value, DriftMonitor, Observation, Signal};
 use crate::rate_limit::TokenReservation;
+use crate::state::AppState;
 use crate::streams::StreamSlot;
 
 /// What a request holds while it runs.
@@ -29,6 +32,9 @@ struct ChoiceState {
     last_token: Option<Instant>,
     tokens: u64,
     finished: bool,
+    /// Sum and count of its sampled tokens' logprobs, when reported.
+    logprob_sum: f64,
+    logprobs: u64,
 }
 
 /// The measurements of one request's choices.
@@ -45,21 +51,32 @@ pub struct Tracker {
     prompt_tokens: u64,
     generated: u64,
     admission: Admission,
+    /// The drift signals' values, handed over when the request ends.
+    drift: Arc<DriftMonitor>,
+    observation: Observation,
+    version_number: u64,
 }
 
 impl Tracker {
-    /// Tracks `n` choices of each prompt; counts the prompts' tokens now.
+    /// Tracks `n` choices of each prompt into `state`'s metrics and drift
+    /// monitor; counts the prompts' tokens now.
     pub fn new(
         ctx: Arc<RequestContext>,
-        metrics: Arc<Metrics>,
+        state: &AppState,
         model: &str,
         version: u64,
         prompt_lens: &[usize],
         n: usize,
         admission: Admission,
     ) -> Self {
+        let (metrics, drift) = (state.metrics.clone(), state.drift.clone());
         let prompt_tokens = prompt_lens.iter().map(|&l| l as u64).sum();
+        let version_number = version;
         let version = version.to_string();
+        let observation = prompt_lens
+            .iter()
+            .map(|&l| (Signal::PromptTokens, l as f64))
+            .collect();
         metrics
             .request
             .prompt_tokens
@@ -77,6 +94,9 @@ impl Tracker {
             prompt_tokens,
             generated: 0,
             admission,
+            drift,
+            observation,
+            version_number,
         }
     }
 
@@ -100,6 +120,8 @@ impl Tracker {
                 if !*started {
                     *started = true;
                     let ttft = now.saturating_duration_since(self.ctx.received);
+                    self.observation
+                        .push((Signal::TimeToFirstToken, ttft.as_secs_f64()));
                     m.time_to_first_token
                         .with_label_values(label)
                         .observe(ttft.as_secs_f64());
@@ -114,6 +136,10 @@ impl Tracker {
                 c.first_token.get_or_insert(now);
                 c.last_token = Some(now);
                 c.tokens += k;
+                for lp in &out.logprobs {
+                    c.logprob_sum += f64::from(lp.logprob);
+                    c.logprobs += 1;
+                }
             }
         }
         if out.error.is_some() {
@@ -157,6 +183,14 @@ impl Tracker {
             return;
         }
         c.finished = true;
+        self.observation
+            .push((Signal::CompletionTokens, c.tokens as f64));
+        self.observation
+            .push((Signal::FinishReason, finish_reason_value(reason)));
+        if c.logprobs > 0 {
+            self.observation
+                .push((Signal::MeanLogprob, c.logprob_sum / c.logprobs as f64));
+        }
         let m = &self.metrics.request;
         let (model, version) = (&*self.model, &*self.version);
         m.finished
@@ -189,6 +223,8 @@ impl Drop for Tracker {
             self.finish_choice(c, "abort");
         }
         self.ctx.finish(Instant::now());
+        self.drift
+            .observe(&self.model, self.version_number, &self.observation);
         if let Some(r) = self.admission.reservation.as_mut() {
             r.settle(self.prompt_tokens + self.generated);
         }

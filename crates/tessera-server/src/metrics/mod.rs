@@ -214,6 +214,11 @@ impl Metrics {
         Self { vllm_names, ..self }
     }
 
+    /// The registry, for metric families kept elsewhere (drift).
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The exposition text: the engines' stats and the models' states
     /// brought up to date first.
     pub fn render(&self, models: &ModelManager) -> Result<String, prometheus::Error> {

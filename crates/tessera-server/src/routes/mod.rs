@@ -5,6 +5,7 @@ mod completions;
 mod health;
 mod metrics;
 mod models;
+pub(crate) mod monitoring;
 mod repository;
 pub(crate) mod sse;
 mod tokenize;
@@ -38,6 +39,8 @@ pub fn router(state: AppState) -> Router {
             get(health::version_ready),
         )
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/monitoring/drift", get(monitoring::drift))
+        .route("/v1/monitoring/compare", get(monitoring::compare))
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{name}/load", post(repository::load))
         .route(
