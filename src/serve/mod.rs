@@ -34,7 +34,11 @@ pub fn run(args: ServeArgs, config_models: Vec<ModelSpec>) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs, config_models: Vec<ModelSpec>) -> Result<()> {
-    let config = args.server_config()?;
+    let mut config = args.server_config()?;
+    config.drift.baselines.extend(models::drift_baselines(
+        args.model_repository.as_deref(),
+        &config_models,
+    )?);
     models::check_sources(
         args.model_repository.is_some(),
         args.engine.model.is_some(),

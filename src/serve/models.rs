@@ -125,6 +125,9 @@ pub fn from_config(file: &Path, tables: &[toml::Table]) -> Result<Vec<ModelSpec>
                     .try_into()
                     .map_err(|e: toml::de::Error| at(e.message().to_string()))?;
                 settings.check().map_err(at)?;
+                settings.drift_baseline = settings
+                    .drift_baseline
+                    .map(|p| resolve_relative(file, &p.to_string_lossy()));
                 if !explicit_policy {
                     settings.version_policy = VersionPolicy::All;
                 }
@@ -137,6 +140,33 @@ pub fn from_config(file: &Path, tables: &[toml::Table]) -> Result<Vec<ModelSpec>
         }
     }
     Ok(specs)
+}
+
+/// The drift references models' settings name (`drift_baseline`), each for
+/// its model whatever model the file was made from: read from the
+/// repository's `model.toml` files, or from `[[models]]` tables.
+pub fn drift_baselines(
+    repository: Option<&Path>,
+    config_models: &[ModelSpec],
+) -> Result<Vec<tessera_server::monitoring::Baseline>> {
+    let scanned;
+    let specs = match repository {
+        Some(dir) => {
+            scanned = tessera_manager::Repository::open(dir)?.scan()?.models;
+            &scanned
+        }
+        None => config_models,
+    };
+    specs
+        .iter()
+        .filter_map(|spec| Some((spec, spec.settings.drift_baseline.as_ref()?)))
+        .map(|(spec, path)| {
+            let mut baseline = tessera_server::monitoring::Baseline::load(path)
+                .map_err(|e| anyhow!("model '{}': drift_baseline: {e}", spec.name))?;
+            baseline.model = spec.name.clone();
+            Ok(baseline)
+        })
+        .collect()
 }
 
 /// A path in the config file, relative to the file's directory.
@@ -185,7 +215,7 @@ mod tests {
             &tables(
                 "[[models]]\nname = \"chat\"\npath = \"m/v1.gguf\"\naliases = { prod = 1 }\nmax-model-len = 1024\n\
                  [[models]]\nname = \"chat\"\npath = \"/abs/v2.gguf\"\nversion = 2\n\
-                 [[models]]\nname = \"other\"\npath = \"o.gguf\"\n",
+                 [[models]]\nname = \"other\"\npath = \"o.gguf\"\ndrift_baseline = \"b.json\"\n",
             ),
         )
         .expect("valid");
@@ -196,6 +226,10 @@ mod tests {
         assert_eq!(specs[0].settings.version_policy, VersionPolicy::All);
         assert_eq!(specs[0].policy_versions(), [1, 2]);
         assert!(specs[0].settings.options.contains_key("max-model-len"));
+        assert_eq!(
+            specs[1].settings.drift_baseline,
+            Some(PathBuf::from("/etc/tessera/b.json"))
+        );
         for (bad, says) in [
             ("[[models]]\npath = \"a\"", "needs a name"),
             ("[[models]]\nname = \"../x\"\npath = \"a\"", "invalid name"),

@@ -115,6 +115,10 @@ pub struct ModelSettings {
     pub default: Option<String>,
     /// How long the model stays loaded when idle (default: the server's).
     pub keep_alive: Option<KeepAlive>,
+    /// A drift reference made by `tessera drift baseline`, which the
+    /// model's versions are compared with instead of their first requests;
+    /// a relative path is read from the model's directory.
+    pub drift_baseline: Option<PathBuf>,
     /// Engine options, named as the server's flags (`max-model-len`,
     /// `kv-cache-memory`, ...); the loader checks them.
     #[serde(flatten)]
@@ -236,11 +240,12 @@ impl Repository {
 /// has no version directory at all (not a model, or not yet).
 fn read_model(dir: &Path, name: String) -> Result<Option<ModelSpec>, RepositoryError> {
     let settings_path = dir.join(SETTINGS_FILE);
-    let settings = match std::fs::read_to_string(&settings_path) {
+    let mut settings = match std::fs::read_to_string(&settings_path) {
         Ok(text) => ModelSettings::parse(&settings_path, &text)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ModelSettings::default(),
         Err(e) => return Err(RepositoryError::new(&settings_path, e.to_string())),
     };
+    settings.drift_baseline = settings.drift_baseline.map(|p| dir.join(p));
     let mut versions = BTreeMap::new();
     for entry in read_dir_sorted(dir)? {
         let Some(version) = entry
@@ -376,7 +381,10 @@ mod tests {
         write(&dir.join("a/x/model.gguf"), "GGUF"); // not a version
         write(&dir.join("a/0/model.gguf"), "GGUF"); // not a version
         std::fs::create_dir_all(dir.join("a/4")).expect("mkdir"); // empty: being copied
-        write(&dir.join("a/model.toml"), "aliases = { prod = 1 }");
+        write(
+            &dir.join("a/model.toml"),
+            "aliases = { prod = 1 }\ndrift_baseline = \"baseline.json\"",
+        );
         write(&dir.join("hf/2/config.json"), "{}");
         write(&dir.join("two/1/a.gguf"), "GGUF");
         write(&dir.join("two/1/b.gguf"), "GGUF");
@@ -392,6 +400,7 @@ mod tests {
         assert_eq!(a.versions.keys().copied().collect::<Vec<_>>(), [1, 3]);
         assert_eq!(a.versions[&3], dir.join("a/3/model.gguf"));
         assert_eq!(a.settings.aliases.get("prod"), Some(&1));
+        assert_eq!(a.settings.drift_baseline, Some(dir.join("a/baseline.json")));
         assert_eq!(a.policy_versions(), [3]);
         assert_eq!(scan.models[1].versions[&2], dir.join("hf/2"));
         let problems: Vec<String> = scan.problems.iter().map(|p| p.to_string()).collect();
