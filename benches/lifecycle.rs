@@ -8,7 +8,6 @@
 //! does a short smoke run so the code stays working.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::Path;

@@ -237,7 +237,7 @@ fn models_lists_every_registered_model() {
     let resident = one["resident_bytes"].as_u64().expect("bytes");
     assert!(resident > 192 << 20 && resident < 320 << 20, "{resident}");
     let version = request(s.addr, "GET", &format!("/v1/models/{MODEL}:1"), b"").json();
-    assert_eq!(keys(&version).contains(&"target"), false);
+    assert!(!keys(&version).contains(&"target"));
     assert_eq!(request(s.addr, "GET", "/v1/models/a/b", b"").status, 404);
 }
 
