@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 
+use crate::conn_limit::ConnectionLimits;
 use crate::sampling::MAX_N;
 
 /// Default limit on a request body.
@@ -31,6 +32,8 @@ pub struct ServerConfig {
     pub log_requests: bool,
     /// Origins allowed by CORS (`*` for any); empty: CORS off.
     pub allowed_origins: Vec<String>,
+    /// Caps on connections and the first header's deadline.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             log_requests: false,
             allowed_origins: Vec::new(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -137,6 +141,9 @@ impl ServerConfig {
                     "must differ from every client key (a client key never opens the management API)",
                 ));
             }
+        }
+        if self.connections.header_read_timeout.is_zero() {
+            return Err(invalid("header-read-timeout", "must be more than 0"));
         }
         let r = &self.rate_limit;
         if r.requests == Some(0) {
