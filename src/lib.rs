@@ -3,6 +3,7 @@
 
 pub mod config_file;
 pub mod engine_setup;
+pub mod fd_limit;
 pub mod generate;
 pub mod logging;
 pub mod model_path;

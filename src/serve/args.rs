@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::builder::BoolishValueParser;
+use tessera_server::conn_limit::ConnectionLimits;
 use tessera_server::{Limits, RateLimitConfig, ServerConfig, MAX_N};
 
 use crate::engine_setup::EngineArgs;
@@ -150,6 +151,17 @@ pub struct ServeArgs {
     /// stream ends with an error event [default: no limit].
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub request_timeout: Option<Duration>,
+    /// Longest a new connection may take to send its first request header,
+    /// e.g. `10s`; slower ones are closed.
+    #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// Most connections open at once; beyond it a new connection gets 503
+    /// and is closed [default: the file-descriptor limit less a reserve].
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Most connections open at once from one client address; beyond it 503.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_CLIENT", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 1024)]
+    pub max_connections_per_client: u64,
     /// TLS certificate chain (PEM); serves HTTPS with --tls-key [default:
     /// none, plain HTTP].
     #[arg(
@@ -308,6 +320,16 @@ impl ServeArgs {
                     .context("--drift-baseline")?,
             },
             payload_log: self.payload_log_config()?,
+            connections: ConnectionLimits {
+                max_connections: self
+                    .max_connections
+                    .map_or_else(default_max_connections, |n| {
+                        usize::try_from(n).unwrap_or(usize::MAX)
+                    }),
+                max_per_client: usize::try_from(self.max_connections_per_client)
+                    .unwrap_or(usize::MAX),
+                header_read_timeout: self.header_read_timeout,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -332,6 +354,21 @@ fn read_key_file(path: &Path, option: &str) -> Result<Vec<String>> {
         );
     }
     Ok(keys)
+}
+
+/// The connection cap when none is given: the process's open-file limit less
+/// a reserve for model files, logs and the engine (each connection holds one
+/// descriptor). Read from /proc on Linux; elsewhere a conservative 1024.
+fn default_max_connections() -> usize {
+    const RESERVE: usize = 128;
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .unwrap_or(1024);
+    limit.saturating_sub(RESERVE).max(64)
 }
 
 #[cfg(test)]

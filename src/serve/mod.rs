@@ -25,6 +25,9 @@ use models::ServerLoader;
 /// Runs the server until SIGINT or SIGTERM; `config_models` are the config
 /// file's `[[models]]`.
 pub fn run(args: ServeArgs, config_models: Vec<ModelSpec>) -> Result<()> {
+    // Before the connection cap is sized from it (ServeArgs::server_config).
+    let fds = crate::fd_limit::raise_to_hard();
+    tracing::debug!("open-file limit: {fds}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tessera-http")

@@ -266,6 +266,26 @@ impl ModelConfig {
         if self.trained_context_len == 0 {
             return fail("context length 0".to_string());
         }
+        // The file comes from the internet and these numbers size buffers
+        // (per-layer tables, the RoPE table) before any tensor is read: far
+        // beyond any real model, they are an error, not an allocation.
+        let limits = [
+            ("layers", self.num_layers, 1 << 12),
+            ("hidden size", self.hidden_size, 1 << 20),
+            ("intermediate size", self.intermediate_size, 1 << 22),
+            ("attention heads", self.num_heads, 1 << 12),
+            ("KV heads", self.num_kv_heads, 1 << 12),
+            ("head dimension", self.head_dim, 1 << 14),
+            ("vocabulary", self.vocab_size, 1 << 24),
+            ("context length", self.trained_context_len, 1 << 22),
+        ];
+        for (what, value, max) in limits {
+            if value > max {
+                return fail(format!(
+                    "{what} {value} is beyond any real model (at most {max})"
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader)
+        let content = guarded(path, "the header", || Content::read(&mut reader))?
             .map_err(|e| ModelError::format(path, format!("not a readable GGUF file: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -40,10 +40,25 @@ impl GgufFile {
     }
 
     fn read(&mut self, name: &str) -> Result<candle_core::quantized::QTensor> {
-        self.content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| ModelError::format(&self.path, format!("tensor '{name}': {e}")))
+        let (content, reader) = (&self.content, &mut self.reader);
+        guarded(&self.path, &format!("tensor '{name}'"), || {
+            content.tensor(reader, name, &Device::Cpu)
+        })?
+        .map_err(|e| ModelError::format(&self.path, format!("tensor '{name}': {e}")))
     }
+}
+
+/// Runs a step of candle's reader, turning a panic into an error. The file
+/// comes from the internet and candle's reader panics on some malformed
+/// headers (an alignment of 0 divides by zero; dimensions whose product
+/// overflows); a bad file must be an error that names it, never a crash.
+fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        ModelError::format(
+            path,
+            format!("not a readable GGUF file: the reader failed on {what} (malformed values)"),
+        )
+    })
 }
 
 /// GGML types the CPU matmul can run as stored.

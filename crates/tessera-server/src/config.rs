@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 
+use crate::conn_limit::ConnectionLimits;
 use crate::sampling::MAX_N;
 
 /// Default limit on a request body.
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub drift: crate::monitoring::DriftConfig,
     /// Payload logging to sinks.
     pub payload_log: crate::monitoring::PayloadLogConfig,
+    /// Caps on connections and the first header's deadline.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             vllm_metrics: true,
             drift: crate::monitoring::DriftConfig::default(),
             payload_log: crate::monitoring::PayloadLogConfig::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -176,6 +180,9 @@ impl ServerConfig {
         }
         if p.max_file_bytes == 0 {
             return Err(invalid("payload-log-max-file-bytes", "must be more than 0"));
+        }
+        if self.connections.header_read_timeout.is_zero() {
+            return Err(invalid("header-read-timeout", "must be more than 0"));
         }
         let r = &self.rate_limit;
         if r.requests == Some(0) {

@@ -17,6 +17,7 @@ mod body;
 mod body_log;
 mod compat;
 pub mod config;
+pub mod conn_limit;
 pub mod context;
 mod cors;
 pub mod error;

@@ -11,6 +11,7 @@ use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::conn_limit::Limited;
 use crate::routes::router;
 use crate::state::AppState;
 use crate::tls::TlsListener;
@@ -20,14 +21,14 @@ use crate::tls::TlsListener;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, TcpListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+impl Connected<IncomingStream<'_, Limited<TcpListener>>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, Limited<TcpListener>>) -> Self {
         Self(*stream.remote_addr())
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+impl Connected<IncomingStream<'_, Limited<TlsListener>>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, Limited<TlsListener>>) -> Self {
         Self(*stream.remote_addr())
     }
 }
@@ -52,17 +53,21 @@ pub async fn serve(
         );
         let _ = started_tx.send(());
     };
+    let limits = state.config().connections;
     let app = router(state).into_make_service_with_connect_info::<ClientAddr>();
     let server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
         None => Box::pin(
-            axum::serve(listener, app)
+            axum::serve(Limited::new(listener, limits), app)
                 .with_graceful_shutdown(signal)
                 .into_future(),
         ),
         Some(acceptor) => Box::pin(
-            axum::serve(TlsListener::new(listener, acceptor)?, app)
-                .with_graceful_shutdown(signal)
-                .into_future(),
+            axum::serve(
+                Limited::new(TlsListener::new(listener, acceptor)?, limits),
+                app,
+            )
+            .with_graceful_shutdown(signal)
+            .into_future(),
         ),
     };
     let deadline = async move {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::invariants::{check_finite, check_shape};
 use super::request_state::{QueueOrder, RequestState};
 use super::sample_state::SampleState;
 use super::{EngineConfig, EngineStats};
@@ -14,9 +15,9 @@ use crate::batch::{Batch, SequenceChunk};
 use crate::block_pool::BlockPool;
 use crate::detokenize::TokenDecoder;
 use crate::request::{FinishReason, Request, RequestId, RequestOutput, TokenLogprob, Usage};
-use crate::runner::Runner;
+use crate::runner::{Logits, Runner};
 use crate::sampling::SamplingParams;
-use crate::scheduler::{Scheduler, SchedulerConfig, SeqId, Sequence};
+use crate::scheduler::{Scheduled, Scheduler, SchedulerConfig, SeqId, Sequence};
 
 /// The engine's state, driven by the loop thread.
 pub(super) struct EngineCore<R: Runner, D: TokenDecoder> {
@@ -157,8 +158,17 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             return false;
         }
         let mut batch = Batch::default();
-        for p in &plan {
+        // The plan's entries that made it into the batch, in batch order: a
+        // row of logits belongs to the chunk at the same place.
+        let mut planned = Vec::with_capacity(plan.len());
+        for p in plan {
             let Some(seq) = self.scheduler.get(p.seq) else {
+                // The scheduler plans only sequences it holds; if that ever
+                // breaks, leaving this one out keeps the others in step.
+                tracing::error!(
+                    seq = p.seq,
+                    "the scheduler planned a sequence it does not hold"
+                );
                 continue;
             };
             let from = seq.num_computed;
@@ -174,6 +184,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
                 wants_logits: to == seq.tokens.len(),
             });
             self.note_admitted(p.seq);
+            planned.push(p);
         }
         // Show the requests this step admitted while its forward runs.
         self.publish_gauges();
@@ -181,26 +192,8 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         let result = self.runner.execute(&batch);
         let forward = forward_start.elapsed();
         match result {
-            Ok(mut logits) => {
-                let mut row = 0;
-                for (p, chunk) in plan.iter().zip(&batch.chunks) {
-                    self.scheduler.mark_computed(p.seq, p.num_tokens);
-                    if chunk.wants_logits && row < logits.rows() {
-                        self.on_logits(p.seq, logits.row_mut(row));
-                        row += 1;
-                    }
-                }
-            }
-            Err(e) => {
-                let message = format!("model forward failed: {e}");
-                let ids: Vec<RequestId> = plan
-                    .iter()
-                    .filter_map(|p| self.samples.get(&p.seq).map(|s| s.request))
-                    .collect();
-                for id in ids {
-                    self.fail(id, &message);
-                }
-            }
+            Ok(logits) => self.on_forward(&planned, &batch, logits),
+            Err(e) => self.fail_all(&planned, &format!("model forward failed: {e}")),
         }
         let s = &self.stats;
         EngineStats::add(&s.steps, 1);
@@ -218,6 +211,50 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         EngineStats::add(&s.step_nanos, step_nanos);
         s.last_step_nanos.store(step_nanos, Ordering::Relaxed);
         true
+    }
+
+    /// Takes the forward's logits: checks their shape, then samples each
+    /// sequence that asked for a row. Logits that break the runner's
+    /// contract fail the requests they belong to (all of the batch's when
+    /// rows cannot be matched to sequences) and the others carry on.
+    fn on_forward(&mut self, planned: &[Scheduled], batch: &Batch, mut logits: Logits) {
+        let wanted = batch.chunks.iter().filter(|c| c.wants_logits).count();
+        if let Err(e) = check_shape(&logits, wanted) {
+            self.fail_all(planned, &e);
+            return;
+        }
+        let mut row = 0;
+        for (p, chunk) in planned.iter().zip(&batch.chunks) {
+            if !chunk.wants_logits {
+                self.scheduler.mark_computed(p.seq, p.num_tokens);
+                continue;
+            }
+            let logits = logits.row_mut(row);
+            row += 1;
+            if let Err(e) = check_finite(logits) {
+                // Before marking the chunk computed, so blocks whose KV may be
+                // just as broken never reach the prefix cache.
+                if let Some(request) = self.samples.get(&p.seq).map(|s| s.request) {
+                    self.fail(request, &e);
+                }
+                continue;
+            }
+            self.scheduler.mark_computed(p.seq, p.num_tokens);
+            self.on_logits(p.seq, logits);
+        }
+    }
+
+    /// Fails every request with a sequence in `planned`.
+    fn fail_all(&mut self, planned: &[Scheduled], message: &str) {
+        let mut ids: Vec<RequestId> = planned
+            .iter()
+            .filter_map(|p| self.samples.get(&p.seq).map(|s| s.request))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            self.fail(id, message);
+        }
     }
 
     fn note_admitted(&mut self, seq: SeqId) {
@@ -378,9 +415,12 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         id
     }
 
-    /// Ends a request with an error message.
+    /// Ends a request with an error message on its stream (the server makes
+    /// it a 500 or an error event), frees its blocks, logs it and counts it.
     fn fail(&mut self, request: RequestId, message: &str) {
         if let Some(state) = self.requests.get(&request) {
+            tracing::error!(request, "engine failed a request: {message}");
+            EngineStats::add(&self.stats.failed_requests, 1);
             let _ = state.sink.send(RequestOutput {
                 finish_reason: Some(FinishReason::Abort),
                 error: Some(message.to_string()),

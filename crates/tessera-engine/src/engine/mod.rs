@@ -3,6 +3,7 @@
 
 mod core;
 mod handle;
+mod invariants;
 mod request_state;
 mod sample_state;
 
@@ -74,6 +75,10 @@ pub struct EngineStats {
     /// Requests admitted and not finished (a gauge; a preempted request
     /// waiting to be recomputed still counts).
     pub running_requests: AtomicU64,
+    /// Requests the engine ended with an error of its own: the model forward
+    /// failed, returned malformed or non-finite logits, or a token could not
+    /// be detokenized.
+    pub failed_requests: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -92,6 +97,7 @@ pub struct StatsSnapshot {
     pub prefix_cache_queries: u64,
     pub prefix_cache_hits: u64,
     pub running_requests: u64,
+    pub failed_requests: u64,
     /// Requests submitted and not yet admitted.
     pub waiting_requests: u64,
 }
@@ -114,6 +120,7 @@ impl EngineStats {
             prefix_cache_queries: r(&self.prefix_cache_queries),
             prefix_cache_hits: r(&self.prefix_cache_hits),
             running_requests: r(&self.running_requests),
+            failed_requests: r(&self.failed_requests),
             waiting_requests: 0,
         }
     }

@@ -20,6 +20,12 @@ pub const SCRIPT: [u32; 6] = [26, 27, 28, 29, 30, 31];
 #[error("{0}")]
 pub struct FakeError(String);
 
+impl FakeError {
+    pub fn new(message: &str) -> Self {
+        Self(message.to_string())
+    }
+}
+
 /// A model whose "KV" is the token id stored in each slot.
 pub struct HashModel {
     block_size: usize,

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
 
+mod limits;
 mod strftime;
 mod tojson;
 
@@ -120,6 +121,7 @@ impl ChatTemplate {
             .map_err(|e| ModelError::Template(format!("cannot configure Jinja syntax: {e}")))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        limits::apply(&mut env);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson_filter);
@@ -315,7 +317,7 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ModelError::Template(e.to_string()))?;
-        template.render(Value::from(ctx)).map_err(render_error)
+        limits::render(&template, Value::from(ctx), render_error)
     }
 }
 

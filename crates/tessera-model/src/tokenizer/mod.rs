@@ -53,7 +53,14 @@ impl Tokenizer {
     /// tokenizer_config.json.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        // tokenizers panics on some malformed files (a merge longer than its
+        // buffer, an unknown decoder); the file comes from the internet, so
+        // that is an error naming it, not a crash.
+        let read = || tokenizers::Tokenizer::from_file(&path);
+        let inner = std::panic::catch_unwind(read)
+            .map_err(|_| {
+                ModelError::Tokenizer(format!("{}: malformed tokenizer file", path.display()))
+            })?
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
         let mut tokenizer = Self {
             inner,

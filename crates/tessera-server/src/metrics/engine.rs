@@ -20,6 +20,7 @@ pub struct EngineMetrics {
     prefix_cache_queries: IntCounterVec,
     prefix_cache_hits: IntCounterVec,
     steps: IntCounterVec,
+    failed_requests: IntCounterVec,
     step_seconds: CounterVec,
     running: IntGaugeVec,
     waiting: IntGaugeVec,
@@ -60,6 +61,11 @@ impl EngineMetrics {
                 "Prompt tokens found in the prefix cache at admission.",
             )?,
             steps: int_counter("engine_steps_total", "Engine steps run.")?,
+            failed_requests: int_counter(
+                "engine_failed_requests_total",
+                "Requests the engine ended with an error of its own (model forward failed, \
+                 malformed or non-finite logits, detokenization failed).",
+            )?,
             step_seconds: register(
                 r,
                 CounterVec::new(
@@ -151,6 +157,11 @@ impl EngineMetrics {
                 prev.prefix_cache_hits,
             ),
             (&self.steps, s.steps, prev.steps),
+            (
+                &self.failed_requests,
+                s.failed_requests,
+                prev.failed_requests,
+            ),
         ] {
             counter.with_label_values(labels).inc_by(since(now, before));
         }
@@ -189,6 +200,7 @@ mod tests {
         let m = EngineMetrics::new(&r).expect("registers");
         let mut s = StatsSnapshot {
             preemptions: 3,
+            failed_requests: 1,
             num_blocks: 10,
             free_blocks: 4,
             step_nanos: 2_000_000_000,
@@ -198,6 +210,7 @@ mod tests {
         s.preemptions = 5;
         m.update("a", "1", &s);
         assert_eq!(m.preemptions.with_label_values(&["a", "1"]).get(), 5);
+        assert_eq!(m.failed_requests.with_label_values(&["a", "1"]).get(), 1);
         assert_eq!(m.kv_blocks.with_label_values(&["a", "1", "used"]).get(), 6);
         assert!((m.kv_usage.with_label_values(&["a", "1"]).get() - 0.6).abs() < 1e-9);
         assert!((m.step_seconds.with_label_values(&["a", "1"]).get() - 2.0).abs() < 1e-9);
