@@ -2,6 +2,7 @@
 //! start the same engine and server the binary does.
 
 pub mod config_file;
+pub mod engine_options;
 pub mod engine_setup;
 pub mod fd_limit;
 pub mod generate;
