@@ -9,23 +9,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{request, MODEL};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn python() -> String {
-    let out = Command::new(Path::new(ROOT).join("scripts/python-env"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("scripts/python-env runs");
-    assert!(out.status.success(), "scripts/python-env failed");
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string()
-}
 
 /// `/metrics` of a server over the default model, with the default options.
 fn scrape() -> String {
@@ -51,7 +39,7 @@ fn check(python: &str, metrics: &Path, extra: &[&str]) {
 
 #[test]
 fn kubernetes_manifests_validate_and_agree_with_tessera() {
-    let python = python();
+    let python = common::python();
     let metrics = std::env::temp_dir().join(format!("tessera-metrics-{}.txt", std::process::id()));
     std::fs::write(&metrics, scrape()).expect("write the scrape");
     check(&python, &metrics, &[]);

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use tessera_manager::ModelSpec;
 use tessera_server::monitoring::payload::Sink;
 use tessera_server::monitoring::{DriftConfig, PayloadLogConfig};
 use tessera_server::{AppState, ServerConfig};
@@ -84,16 +83,12 @@ fn dashboard_exprs(v: &Value, out: &mut Vec<String>) {
 fn exposed(dir: &Path) -> BTreeSet<String> {
     tiny::write(&dir.join("model"), 3);
     let models = common::models();
-    models.add_model(ModelSpec {
-        name: "tiny".into(),
-        versions: [(1, dir.join("model"))].into(),
-        settings: common::settings_of(&common::engine_args("16MiB", 4096)),
-    });
-    models
-        .load("tiny", Some(1))
-        .expect("known")
-        .wait_blocking()
-        .expect("loads");
+    common::register_path(
+        &models,
+        "tiny",
+        &dir.join("model"),
+        &common::engine_args("16MiB", 4096),
+    );
     let config = ServerConfig {
         drift: DriftConfig {
             reference_size: 4,

@@ -63,21 +63,9 @@ fn start_server(config: &Path) -> (Server, SocketAddr) {
     (server, addr.parse().expect("address"))
 }
 
-fn python() -> String {
-    let out = Command::new(Path::new(ROOT).join("scripts/python-env"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("scripts/python-env runs");
-    assert!(out.status.success(), "scripts/python-env failed");
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn the_openai_python_sdk_works_against_tessera_serve() {
-    let python = python();
+    let python = common::python();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("tessera.toml");
     std::fs::write(

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tessera_manager::ModelSpec;
 use tessera_server::monitoring::payload::{Mode, Sink};
 use tessera_server::monitoring::PayloadLogConfig;
 use tessera_server::{AppState, ServerConfig};
@@ -24,16 +23,12 @@ use tessera_server::{AppState, ServerConfig};
 fn start(dir: &std::path::Path, sinks: Vec<Sink>, queue_size: usize) -> SocketAddr {
     tiny::write(&dir.join("model"), 7);
     let models = common::models();
-    models.add_model(ModelSpec {
-        name: "tiny".into(),
-        versions: [(1, dir.join("model"))].into(),
-        settings: common::settings_of(&common::engine_args("16MiB", 4096)),
-    });
-    models
-        .load("tiny", Some(1))
-        .expect("known")
-        .wait_blocking()
-        .expect("the tiny model loads");
+    common::register_path(
+        &models,
+        "tiny",
+        &dir.join("model"),
+        &common::engine_args("16MiB", 4096),
+    );
     let state = AppState::new(
         models,
         ServerConfig {

@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,9 +96,20 @@ pub fn settings_of(args: &EngineArgs) -> ModelSettings {
 /// its engine.
 pub fn register(models: &Arc<ModelManager>, name: &str, args: &EngineArgs) -> EngineHandle {
     let path = args.model.clone().expect("a model path");
+    register_path(models, name, Path::new(&path), args)
+}
+
+/// Loads the model at `path` as version 1 of `name` with `args` and
+/// returns its engine.
+pub fn register_path(
+    models: &Arc<ModelManager>,
+    name: &str,
+    path: &Path,
+    args: &EngineArgs,
+) -> EngineHandle {
     models.add_model(ModelSpec {
         name: name.into(),
-        versions: [(1, path.into())].into(),
+        versions: [(1, path.to_path_buf())].into(),
         settings: settings_of(args),
     });
     models
@@ -174,6 +186,21 @@ pub fn start() -> TestServer {
         engine,
         models,
     }
+}
+
+/// The Python of the tests' venv (scripts/python-env sets it up).
+pub fn python() -> String {
+    let out = std::process::Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/python-env"),
+    )
+    .stderr(std::process::Stdio::inherit())
+    .output()
+    .expect("scripts/python-env runs");
+    assert!(out.status.success(), "scripts/python-env failed");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }
 
 /// A response: status, lower-cased headers and the body (de-chunked).

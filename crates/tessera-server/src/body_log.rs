@@ -65,6 +65,13 @@ pub(crate) fn secrets(state: &AppState) -> Arc<Vec<String>> {
     )
 }
 
+/// Whether a response is a server-sent event stream (logged as it ends).
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
 fn is_length_limit(e: axum::Error) -> bool {
     e.into_inner()
         .downcast_ref::<http_body_util::LengthLimitError>()
@@ -106,10 +113,7 @@ pub async fn request(
 pub async fn response(state: &AppState, ctx: Arc<RequestContext>, response: Response) -> Response {
     let secrets = secrets(state);
     let (parts, body) = response.into_parts();
-    let streamed = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let streamed = is_event_stream(&parts.headers);
     if streamed {
         let mut tee = Tee {
             status: parts.status.as_u16(),

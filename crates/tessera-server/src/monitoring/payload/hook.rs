@@ -9,13 +9,12 @@ use std::time::SystemTime;
 
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::Request;
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::{hash_content, Event, PayloadLogger, REQUEST_TYPE, RESPONSE_TYPE};
-use crate::body_log::{redact, secrets};
+use crate::body_log::{is_event_stream, redact, secrets};
 use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -56,10 +55,7 @@ pub(crate) async fn response(
     logger.send(event(&logger, &ctx, REQUEST_TYPE, None, request_body));
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
-    let streamed = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let streamed = is_event_stream(&parts.headers);
     if streamed {
         let mut tee = StreamTee {
             buf: Vec::new(),
