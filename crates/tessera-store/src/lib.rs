@@ -35,6 +35,9 @@ pub enum StoreError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// Another process holds the data directory.
+    #[error("{0} is in use by another tessera process")]
+    Locked(PathBuf),
     /// A database written by a newer tessera.
     #[error("the data directory's schema version {found} is newer than this tessera's ({known})")]
     NewerSchema {
@@ -62,6 +65,9 @@ impl StoreError {
 pub struct Store {
     dir: PathBuf,
     conn: Mutex<Connection>,
+    /// Held (locked) while the store is open: two processes running the
+    /// same batches would run their lines twice.
+    _lock: std::fs::File,
 }
 
 impl Store {
@@ -70,6 +76,19 @@ impl Store {
         let files = dir.join(blobs::FILES_DIR);
         std::fs::create_dir_all(&files)
             .map_err(|e| StoreError::io(format!("creating {}", files.display()), e))?;
+        let lock_path = dir.join("lock");
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| StoreError::io(format!("creating {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.into())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(
+                    format!("locking {}", lock_path.display()),
+                    e,
+                ))
+            }
+        }
         let conn = Connection::open(dir.join("tessera.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // WAL with NORMAL loses at most the last commits on power loss, never
@@ -81,6 +100,7 @@ impl Store {
         let store = Self {
             dir: dir.to_path_buf(),
             conn: Mutex::new(conn),
+            _lock: lock,
         };
         blobs::remove_orphans(&store)?;
         Ok(store)

@@ -52,6 +52,18 @@ fn files_are_owned_listed_and_deleted_with_their_contents() {
 }
 
 #[test]
+fn a_second_open_of_the_same_directory_is_refused_while_the_first_lives() {
+    let dir = tempfile::tempdir().expect("dir");
+    let first = Store::open(dir.path()).expect("open");
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(tessera_store::StoreError::Locked(_))
+    ));
+    drop(first);
+    Store::open(dir.path()).expect("reopen after close");
+}
+
+#[test]
 fn an_uncommitted_writer_leaves_nothing_and_orphans_go_on_reopen() {
     let dir = tempfile::tempdir().expect("dir");
     {
