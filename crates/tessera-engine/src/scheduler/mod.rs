@@ -7,6 +7,10 @@
 //! arrival, reusing cached prefix blocks. When blocks run out, the
 //! lowest-priority, latest-arrived running sequence is preempted: its blocks are
 //! released (full ones stay in the prefix cache) and it is recomputed later.
+//!
+//! Batch work runs on what interactive work leaves: at most
+//! `max_batch_seqs` batch sequences run at once, and an interactive sequence
+//! that finds every slot taken pushes out the latest running batch one.
 
 mod sequence;
 
@@ -24,6 +28,9 @@ pub struct SchedulerConfig {
     pub max_num_batched_tokens: usize,
     /// Most sequences running at once.
     pub max_num_seqs: usize,
+    /// Most batch-priority sequences running at once (the rest of the slots
+    /// stay free for interactive work).
+    pub max_batch_seqs: usize,
 }
 
 /// One sequence's share of a step.
@@ -193,10 +200,21 @@ impl Scheduler {
         }
 
         // New work only when nothing had to be pushed out to make room.
-        while !preempted && budget > 0 && self.running.len() < self.config.max_num_seqs {
+        while !preempted && budget > 0 {
             let Some((&key, _)) = self.waiting.first_key_value() else {
                 break;
             };
+            // Interactive keys sort first: a batch head means no interactive
+            // work waits.
+            let batch = key.0 == Priority::Batch;
+            if batch && self.num_running_batch() >= self.config.max_batch_seqs {
+                break;
+            }
+            if self.running.len() >= self.config.max_num_seqs
+                && (batch || !self.preempt_batch_for_slot(&mut out, &mut budget))
+            {
+                break;
+            }
             let id = key.2;
             let Some(num_tokens) = self.admit(id, budget) else {
                 break;
@@ -272,6 +290,33 @@ impl Scheduler {
                 None
             }
         }
+    }
+
+    fn num_running_batch(&self) -> usize {
+        self.running
+            .iter()
+            .filter(|id| self.seqs[id].priority == Priority::Batch)
+            .count()
+    }
+
+    /// Frees a running slot for an interactive sequence by preempting the
+    /// latest running batch sequence (taking back its share of this step);
+    /// false when none runs.
+    fn preempt_batch_for_slot(&mut self, out: &mut Vec<Scheduled>, budget: &mut usize) -> bool {
+        let victim = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| self.seqs[id].priority == Priority::Batch)
+            .max_by_key(|id| self.seqs[id].arrival);
+        let Some(victim) = victim else {
+            return false;
+        };
+        if let Some(pos) = out.iter().position(|s| s.seq == victim) {
+            *budget += out.remove(pos).num_tokens;
+        }
+        self.preempt(victim);
+        true
     }
 
     /// The running sequence to push out: lowest priority, then latest arrival.
