@@ -264,3 +264,85 @@ fn a_batch_past_its_window_expires_keeping_its_finished_lines() {
     assert_eq!(seen.len(), LINES);
     assert!(seen.values().all(|&n| n == 1), "{seen:?}");
 }
+
+#[test]
+fn run_batch_answers_every_line_offline_in_input_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let lines: Vec<Value> = (0..4)
+        .map(|i| {
+            let (url, body) = if i % 2 == 0 {
+                (
+                    "/v1/completions",
+                    json!({"model": "smol", "prompt": format!("Count {i}"), "max_tokens": 4}),
+                )
+            } else {
+                (
+                    "/v1/chat/completions",
+                    json!({"model": "smol", "max_tokens": 4,
+                    "messages": [{"role": "user", "content": format!("Hello {i}")}]}),
+                )
+            };
+            json!({"custom_id": format!("r{i}"), "method": "POST", "url": url, "body": body})
+        })
+        .collect();
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    std::fs::write(&input, text.join("\n")).expect("input");
+    let run = |input: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "run-batch",
+                "--no-progress",
+                "--served-model-name",
+                "smol",
+                "--model",
+            ])
+            .arg(Path::new(ROOT).join(common::DEFAULT_MODEL))
+            .args([
+                "--max-model-len",
+                "2048",
+                "--kv-cache-memory",
+                "64MiB",
+                "-i",
+            ])
+            .arg(input)
+            .arg("-o")
+            .arg(&output)
+            .output()
+            .expect("run-batch runs")
+    };
+    let out = run(&input);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<Value> = std::fs::read_to_string(&output)
+        .expect("output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let ids: Vec<&str> = written
+        .iter()
+        .filter_map(|l| l["custom_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["r0", "r1", "r2", "r3"]);
+    for (line, object) in written
+        .iter()
+        .zip(["text_completion", "chat.completion"].iter().cycle())
+    {
+        assert_eq!(line["response"]["status_code"], 200, "{line}");
+        assert_eq!(line["response"]["body"]["object"], *object, "{line}");
+        assert_eq!(line["response"]["body"]["usage"]["completion_tokens"], 4);
+    }
+
+    std::fs::write(&input, format!("{}\n{{oops\n", text[0])).expect("input");
+    let out = run(&input);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2:") && stderr.contains("invalid_json_line"),
+        "{stderr}"
+    );
+}

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The endpoints a batch may run.
-const ENDPOINTS: &[&str] = &["/v1/chat/completions", "/v1/completions"];
+pub const ENDPOINTS: &[&str] = &["/v1/chat/completions", "/v1/completions"];
 
 /// Metadata limits (OpenAI's): keys, key length, value length.
 const METADATA_PAIRS: usize = 16;

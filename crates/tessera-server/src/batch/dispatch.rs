@@ -77,14 +77,16 @@ impl Dispatcher {
     /// Runs `body` as a POST to `endpoint`.
     pub async fn run(&self, endpoint: &str, body: Map<String, Value>) -> LineOutcome {
         let request_id = crate::ids::new_id("batch_req_");
-        let ctx = RequestContext::new(request_id.clone(), Caller::Unknown, "POST", endpoint, None)
-            .for_batch();
+        let ctx = Arc::new(
+            RequestContext::new(request_id.clone(), Caller::Unknown, "POST", endpoint, None)
+                .for_batch(),
+        );
         let bytes = Value::Object(body).to_string();
         let request = Request::builder()
             .method(Method::POST)
             .uri(endpoint)
             .header(header::CONTENT_TYPE, "application/json")
-            .extension(Arc::new(ctx))
+            .extension(ctx.clone())
             .body(Body::from(bytes));
         let request = match request {
             Ok(r) => r,
@@ -95,6 +97,7 @@ impl Dispatcher {
             Err(never) => match never {},
         };
         let status_code = response.status().as_u16();
+        ctx.set_status(status_code);
         let body = match response.into_body().collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => return internal(request_id, &format!("reading the response: {e}")),

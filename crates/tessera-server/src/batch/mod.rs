@@ -24,8 +24,9 @@ use tokio::sync::Notify;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub use batches_api::ENDPOINTS;
 pub use batches_api::{cancel_batch, create_batch, list_batches, retrieve_batch};
-pub use dispatch::{dispatch, LineOutcome};
+pub use dispatch::{dispatch, Dispatcher, LineOutcome};
 pub use files_api::{delete_file, file_content, list_files, retrieve_file, upload_file};
 pub use validate::{parse_lines, LineError, ValidLine};
 

@@ -13,6 +13,8 @@ pub struct ValidLine {
     pub line: u64,
     /// The client's id of the request.
     pub custom_id: String,
+    /// The endpoint it goes to.
+    pub url: String,
     /// The request body.
     pub body: Map<String, Value>,
 }
@@ -46,12 +48,13 @@ impl LineError {
     }
 }
 
-/// Checks the lines of a JSONL file (without their `\n`) for `endpoint`;
+/// Checks the lines of a JSONL file (without their `\n`), whose `url`s must
+/// be one of `endpoints`;
 /// `known_model` says whether a body's `model` names a model of this server.
 /// Blank lines are skipped.
 pub fn parse_lines(
     raw_lines: impl IntoIterator<Item = Vec<u8>>,
-    endpoint: &str,
+    endpoints: &[&str],
     known_model: impl Fn(Option<&str>) -> bool,
 ) -> Result<Vec<ValidLine>, Vec<LineError>> {
     let mut lines = Vec::new();
@@ -62,7 +65,7 @@ pub fn parse_lines(
         if raw.trim_ascii().is_empty() {
             continue;
         }
-        match check_line(n, &raw, endpoint, &known_model, &mut seen) {
+        match check_line(n, &raw, endpoints, &known_model, &mut seen) {
             Ok(line) => lines.push(line),
             Err(e) => errors.push(e),
         }
@@ -85,7 +88,7 @@ pub fn parse_lines(
 fn check_line(
     n: u64,
     raw: &[u8],
-    endpoint: &str,
+    endpoints: &[&str],
     known_model: &impl Fn(Option<&str>) -> bool,
     seen: &mut HashSet<String>,
 ) -> Result<ValidLine, LineError> {
@@ -127,18 +130,21 @@ fn check_line(
             ))
         }
     }
-    match obj.get("url") {
-        Some(Value::String(u)) if u == endpoint => {}
+    let url = match obj.get("url") {
+        Some(Value::String(u)) if endpoints.contains(&u.as_str()) => u.clone(),
         other => {
             let url = other.map_or("nothing".to_string(), Value::to_string);
             return Err(LineError::at(
                 n,
                 "mismatched_url",
                 Some("url"),
-                format!("Line {n}: url is {url}, but the batch's endpoint is {endpoint}."),
+                format!(
+                    "Line {n}: url is {url}, expected {}.",
+                    endpoints.join(" or ")
+                ),
             ));
         }
-    }
+    };
     let Some(Value::Object(body)) = obj.remove("body") else {
         return Err(LineError::at(
             n,
@@ -181,6 +187,7 @@ fn check_line(
     Ok(ValidLine {
         line: n,
         custom_id,
+        url,
         body,
     })
 }
@@ -213,7 +220,8 @@ mod tests {
             ok("f"),
         ]
         .join("\n");
-        let errors = parse_lines(split(&text), "/v1/completions", |m| m == Some("m")).unwrap_err();
+        let errors =
+            parse_lines(split(&text), &["/v1/completions"], |m| m == Some("m")).unwrap_err();
         let got: Vec<_> = errors.iter().map(|e| (e.line, e.code)).collect();
         assert_eq!(
             got,
@@ -236,12 +244,12 @@ mod tests {
             line("x", "/v1/completions", r#"{"prompt":"p"}"#),
             line("y", "/v1/completions", r#"{"model":"m","prompt":"q"}"#)
         );
-        let lines = parse_lines(split(&text), "/v1/completions", |_| true).expect("valid");
+        let lines = parse_lines(split(&text), &["/v1/completions"], |_| true).expect("valid");
         assert_eq!(lines.len(), 2);
         assert_eq!((lines[0].line, lines[0].custom_id.as_str()), (1, "x"));
         assert_eq!((lines[1].line, lines[1].custom_id.as_str()), (3, "y"));
         assert_eq!(lines[1].body["prompt"], "q");
-        let empty = parse_lines(split("\n\n"), "/v1/completions", |_| true).unwrap_err();
+        let empty = parse_lines(split("\n\n"), &["/v1/completions"], |_| true).unwrap_err();
         assert_eq!(empty[0].code, "empty_file");
     }
 }

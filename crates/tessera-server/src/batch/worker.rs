@@ -100,7 +100,7 @@ async fn validate(batches: &Arc<Batches>, state: &AppState, b: &BatchRecord) -> 
                         | ResolveError::UnknownAlias { .. })
                 )
             };
-            match parse_lines(raw, &b.endpoint, known) {
+            match parse_lines(raw, &[b.endpoint.as_str()], known) {
                 Ok(lines) => {
                     let rows: Vec<_> = lines
                         .into_iter()
