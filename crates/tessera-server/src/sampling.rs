@@ -337,6 +337,23 @@ mod tests {
     }
 
     #[test]
+    fn priority_is_vllms_default_policy_and_flex_is_batch() {
+        let class = |v| fields(v).expect("parses").priority();
+        assert_eq!(class(json!({})).ok(), Some(Priority::Interactive));
+        assert_eq!(
+            class(json!({"priority": 0})).ok(),
+            Some(Priority::Interactive)
+        );
+        assert_eq!(
+            class(json!({"priority": 0, "service_tier": "flex"})).ok(),
+            Some(Priority::Batch)
+        );
+        let e = class(json!({"priority": -5})).expect_err("non-zero");
+        assert_eq!(e.param.as_deref(), Some("priority"));
+        assert!(fields(json!({"priority": "high"})).is_err());
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         let e = fields(json!({"temperature": "hot"})).expect_err("type");
         assert_eq!(e.param.as_deref(), Some("temperature"));
