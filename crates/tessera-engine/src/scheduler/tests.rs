@@ -117,6 +117,45 @@ fn an_interactive_sequence_takes_the_slot_of_the_latest_batch_one() {
 }
 
 #[test]
+fn a_waiting_interactive_prompt_takes_blocks_from_running_batch_work() {
+    // 4 blocks of 4 tokens: two batch prompts of 6 tokens hold all of them.
+    let mut s = scheduler(4, 100, 8);
+    s.add(seq(1, Priority::Batch, vec![1; 6]));
+    s.add(seq(2, Priority::Batch, vec![2; 6]));
+    let plan = s.schedule();
+    run_step(&mut s, &plan);
+    assert_eq!(s.pool().num_free(), 0);
+    s.add(seq(3, Priority::Interactive, vec![3; 6]));
+    let ids: Vec<_> = s.schedule().iter().map(|p| p.seq).collect();
+    assert_eq!(ids, [1, 3], "the latest batch sequence made room");
+    assert_eq!(s.num_preemptions(), 1);
+}
+
+#[test]
+fn batch_prompt_chunks_leave_a_waiting_interactive_prompt_its_budget() {
+    let mut s = scheduler(64, 16, 8);
+    s.add(seq(1, Priority::Batch, vec![1; 40]));
+    assert_eq!(s.schedule()[0].num_tokens, 16);
+    s.mark_computed(1, 16);
+    s.add(seq(2, Priority::Interactive, vec![2; 10]));
+    let plan = s.schedule();
+    // The batch chunk shrinks to 6 so the 10-token prompt fits whole.
+    assert_eq!(
+        plan,
+        [
+            Scheduled {
+                seq: 1,
+                num_tokens: 6
+            },
+            Scheduled {
+                seq: 2,
+                num_tokens: 10
+            }
+        ]
+    );
+}
+
+#[test]
 fn a_shared_prefix_is_computed_once() {
     let mut s = scheduler(64, 100, 8);
     let prompt: Vec<u32> = (0..10).collect();

@@ -19,6 +19,9 @@ use crate::state::AppState;
 /// Room for the multipart framing and the `purpose` field beside the file.
 const FORM_OVERHEAD: u64 = 64 << 10;
 
+/// Longest `purpose` value read.
+const MAX_PURPOSE: usize = 64;
+
 /// `POST /v1/files`.
 pub async fn upload_file(
     State(state): State<AppState>,
@@ -44,7 +47,17 @@ pub async fn upload_file(
     let mut upload: Option<(String, BlobWriter, JsonlCheck)> = None;
     while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         match field.name() {
-            Some("purpose") => purpose = Some(field.text().await.map_err(multipart_error)?),
+            Some("purpose") => {
+                // The route has no body limit of its own: read a bounded value.
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    value.extend_from_slice(&chunk);
+                    if value.len() > MAX_PURPOSE {
+                        return Err(ApiError::invalid_param("purpose", "purpose is too long"));
+                    }
+                }
+                purpose = Some(String::from_utf8_lossy(&value).into_owned());
+            }
             Some("file") => {
                 let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
                 let mut writer = blocking(&batches, {
