@@ -184,6 +184,9 @@ for kwargs, param in [
     args.update(kwargs)
     e = expect_status(400, lambda: client.batches.create(**args))
     assert e.body["param"] == param, e.body
+e = expect_status(400, lambda: client.files.list(extra_query={"order": "asc"}))
+assert e.body["param"] == "order", e.body
+expect_status(400, lambda: client.batches.list(limit=0))
 expect_status(404, lambda: client.batches.create(
     input_file_id="file-nope", endpoint="/v1/completions", completion_window="24h"))
 expect_status(400, lambda: client.files.create(file=("x.jsonl", jsonl([good])), purpose="fine-tune"))

@@ -92,6 +92,7 @@ pub async fn list_batches(
     let batches = service(&state)?;
     let owner = owner(&state, &headers);
     let query = uri.query();
+    shapes::check_query(query, &["after", "limit"])?;
     let limit = page_limit(parse_limit(shapes::query_param(query, "limit"))?)?;
     let after = shapes::query_param(query, "after").map(str::to_string);
     let mut list = batches

@@ -130,6 +130,7 @@ pub async fn list_files(
     let batches = service(&state)?;
     let owner = owner(&state, &headers);
     let query = uri.query();
+    shapes::check_query(query, &["purpose", "after", "limit"])?;
     let limit = page_limit(parse_limit(shapes::query_param(query, "limit"))?)?;
     let purpose = shapes::query_param(query, "purpose").map(str::to_string);
     let after = shapes::query_param(query, "after").map(str::to_string);

@@ -59,6 +59,26 @@ pub fn list(data: Vec<Value>, has_more: bool) -> Value {
     })
 }
 
+/// Refuses query parameters other than `known` (nothing is ignored).
+pub fn check_query(query: Option<&str>, known: &[&str]) -> Result<(), crate::error::ApiError> {
+    let unknown = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
+        .find(|k| !known.contains(k));
+    match unknown {
+        None => Ok(()),
+        Some(k) => Err(crate::error::ApiError::invalid_param(
+            k.to_string(),
+            format!(
+                "Unknown query parameter '{k}' (known: {})",
+                known.join(", ")
+            ),
+        )),
+    }
+}
+
 /// The value of query parameter `name` (ours are ids and numbers: no
 /// percent-decoding needed, and a value that would need it matches nothing).
 pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
