@@ -42,9 +42,9 @@ pub struct BatchConfig {
     /// Where files and batches are kept; `None`: the Files and Batches APIs
     /// are off.
     pub data_dir: Option<PathBuf>,
-    /// Whether `data_dir` is only a default: when another process holds it,
-    /// the server runs without the Files and Batches APIs (and says so in
-    /// its log) instead of refusing to start.
+    /// Whether `data_dir` is only a default: when it cannot be opened (say,
+    /// another process holds it), the server runs without the Files and
+    /// Batches APIs (and says so in its log) instead of refusing to start.
     pub data_dir_is_default: bool,
     /// Largest upload (413 beyond it).
     pub max_file_bytes: u64,
@@ -87,10 +87,11 @@ impl Batches {
             return Ok(None);
         };
         let store = match Store::open(dir) {
-            Err(StoreError::Locked(dir)) if config.data_dir_is_default => {
+            // Only a directory asked for is a reason not to start.
+            Err(e) if config.data_dir_is_default => {
                 tracing::warn!(
-                    "the Files and Batches APIs are off: the default data directory {} is in use \
-                     by another tessera process (give this one its own with --data-dir)",
+                    "the Files and Batches APIs are off: the default data directory {}: {e} \
+                     (give this process its own with --data-dir)",
                     dir.display()
                 );
                 return Ok(None);
