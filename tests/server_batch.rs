@@ -11,7 +11,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -34,6 +35,13 @@ impl Drop for Server {
 /// Starts `tessera serve` on a free port over `data_dir` and waits for its
 /// ready line.
 fn start(data_dir: &Path, extra: &[&str]) -> (Server, SocketAddr) {
+    let (server, addr, _) = start_counting(data_dir, extra);
+    (server, addr)
+}
+
+/// [`start`], also counting the completions the server answered with 200
+/// (from its request log lines).
+fn start_counting(data_dir: &Path, extra: &[&str]) -> (Server, SocketAddr, Arc<AtomicUsize>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args([
             "serve",
@@ -57,9 +65,17 @@ fn start(data_dir: &Path, extra: &[&str]) -> (Server, SocketAddr) {
     let stderr = child.stderr.take().expect("stderr");
     let server = Server(child);
     let (tx, rx) = mpsc::channel();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[serve] {line}");
+            if line.contains("request finished")
+                && line.contains("route=/v1/completions")
+                && line.contains("status=200")
+            {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
             if let Some(url) = line.split("ready at http://").nth(1) {
                 let _ = tx.send(url.trim_end_matches("/v1").to_string());
             }
@@ -68,7 +84,7 @@ fn start(data_dir: &Path, extra: &[&str]) -> (Server, SocketAddr) {
     let addr = rx
         .recv_timeout(Duration::from_secs(180))
         .expect("the server reports ready");
-    (server, addr.parse().expect("address"))
+    (server, addr.parse().expect("address"), answered)
 }
 
 /// A request with the owner's key.
@@ -210,8 +226,9 @@ fn a_batch_killed_midway_resumes_with_one_output_line_per_input_line() {
     const LINES: usize = 16;
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    const CONCURRENCY: usize = 2;
     let flags = ["--batch-concurrency", "2"];
-    let (mut server, addr) = start(&data, &flags);
+    let (mut server, addr, ran_before) = start_counting(&data, &flags);
     let file = upload(addr, &slow_lines(LINES));
     let batch = create_batch(addr, &file);
     let midway = poll(addr, &batch, |b| {
@@ -221,7 +238,7 @@ fn a_batch_killed_midway_resumes_with_one_output_line_per_input_line() {
     server.0.kill().expect("kill -9");
     server.0.wait().expect("reaped");
 
-    let (_server, addr) = start(&data, &flags);
+    let (_server, addr, ran_after) = start_counting(&data, &flags);
     let resumed = get_json(addr, &format!("/v1/batches/{batch}"));
     let before = resumed["request_counts"]["completed"]
         .as_u64()
@@ -237,6 +254,18 @@ fn a_batch_killed_midway_resumes_with_one_output_line_per_input_line() {
     let seen = custom_ids(addr, &done);
     let expected: BTreeMap<String, usize> = (0..LINES).map(|i| (format!("line-{i}"), 1)).collect();
     assert_eq!(seen, expected);
+    // Lines recorded before the kill did not run again: the second process
+    // ran exactly the rest, and only lines in flight at the kill (at most
+    // the concurrency) ran twice in all.
+    let (before_kill, after) = (
+        ran_before.load(Ordering::SeqCst),
+        ran_after.load(Ordering::SeqCst),
+    );
+    assert_eq!(after, LINES - before as usize, "{before_kill} then {after}");
+    assert!(
+        before_kill + after <= LINES + CONCURRENCY,
+        "{before_kill} then {after}"
+    );
 }
 
 #[test]
