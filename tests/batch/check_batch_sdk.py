@@ -235,6 +235,15 @@ deadline = time.monotonic() + 300
 while client.batches.retrieve(slow_batch.id).request_counts.completed < 1:
     assert time.monotonic() < deadline, "no line of the slow batch finished"
     time.sleep(0.2)
+# A batch queued behind the running one is cancelled at once.
+queued = client.batches.create(
+    input_file_id=slow_file.id,
+    endpoint="/v1/completions", completion_window="24h",
+)
+queued_cancel = client.batches.cancel(queued.id)
+assert queued_cancel.status == "cancelled", queued_cancel
+assert queued_cancel.cancelled_at is not None and queued_cancel.output_file_id is None
+assert client.batches.retrieve(slow_batch.id).status == "in_progress"
 cancelling = client.batches.cancel(slow_batch.id)
 assert cancelling.status in ("cancelling", "cancelled"), cancelling
 cancelled = wait(slow_batch.id)

@@ -165,6 +165,26 @@ pub async fn cancel_batch(
             ))
         });
     }
+    if record.status == BatchStatus::Cancelling && !batches.is_current(&record.id) {
+        // Queued behind another batch: nothing of it runs, so end it now.
+        // (Should the worker take it up meanwhile, it finds it cancelling and
+        // starts nothing; the transition to cancelled happens once.)
+        super::worker::finalize(
+            batches,
+            &record,
+            BatchStatus::Cancelling,
+            BatchStatus::Cancelled,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        let key = id.clone();
+        let owner = record.owner.clone();
+        let ended = batches
+            .call(move |s| s.batch(&owner, &key))
+            .await?
+            .ok_or_else(|| not_found("Batch", &id))?;
+        return Ok(Json(shapes::batch(&ended)));
+    }
     batches.wake.notify_one();
     Ok(Json(shapes::batch(&record)))
 }

@@ -77,6 +77,10 @@ pub struct Batches {
     config: BatchConfig,
     wake: Notify,
     started: AtomicBool,
+    /// The batch the worker is on: a cancelled batch that is not it (one
+    /// queued behind it) is ended by the cancel itself, not when the worker
+    /// gets to it.
+    current: std::sync::Mutex<Option<String>>,
 }
 
 impl Batches {
@@ -103,6 +107,7 @@ impl Batches {
             config: config.clone(),
             wake: Notify::new(),
             started: AtomicBool::new(false),
+            current: std::sync::Mutex::new(None),
         })))
     }
 
@@ -112,6 +117,21 @@ impl Batches {
             return;
         }
         tokio::spawn(worker::run(self.clone(), state));
+    }
+
+    fn set_current(&self, id: Option<&str>) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = id.map(str::to_string);
+    }
+
+    fn is_current(&self, id: &str) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_deref()
+            == Some(id)
     }
 
     /// Runs a store call on a blocking thread.

@@ -35,7 +35,10 @@ pub async fn run(batches: Arc<Batches>, state: AppState) {
         match batches.call(|s| s.unfinished_batches()).await {
             Ok(list) if !list.is_empty() => {
                 for b in list {
-                    if let Err(e) = step(&batches, &state, &dispatcher, &b).await {
+                    batches.set_current(Some(&b.id));
+                    let stepped = step(&batches, &state, &dispatcher, &b).await;
+                    batches.set_current(None);
+                    if let Err(e) = stepped {
                         tracing::error!(batch = %b.id, "batch step failed: {e}");
                         tokio::time::sleep(IDLE_POLL).await;
                     }
@@ -233,7 +236,7 @@ async fn run_line(
 /// Writes the output and error files of batch `b` and moves it from `from`
 /// to `to`. Lines that never ran go to the error file, marked cancelled or
 /// expired, so every input line has exactly one output line.
-async fn finalize(
+pub(super) async fn finalize(
     batches: &Arc<Batches>,
     b: &BatchRecord,
     from: BatchStatus,
