@@ -244,40 +244,93 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 /// Whether a stream of bytes is JSONL, checked as it passes: UTF-8, and at
 /// least one line a JSON object. Lines with other mistakes are the batch's
 /// to report, with their numbers; this only turns away what is not JSONL at
-/// all (a CSV, a PDF, a JSON array).
+/// all (a CSV, a PDF, a JSON array). Memory stays bounded: only lines up to
+/// [`MAX_CHECKED_LINE`] are kept to be parsed, and only until one parses; a
+/// longer line counts as an object when it starts with `{`.
 #[derive(Debug, Default)]
 struct JsonlCheck {
+    /// The current line while it may still be parsed.
     line: Vec<u8>,
+    /// Bytes of the current line not kept (it is too long to parse).
+    overflow: bool,
+    /// The end of the last chunk when it cut a UTF-8 sequence.
+    carry: Vec<u8>,
     lines: u64,
     objects: u64,
     not_utf8: Option<u64>,
 }
 
+/// Longest line parsed to find a JSON object.
+const MAX_CHECKED_LINE: usize = 1 << 20;
+
 impl JsonlCheck {
-    fn push(&mut self, mut data: &[u8]) {
+    fn push(&mut self, data: &[u8]) {
+        self.check_utf8(data);
+        let mut data = data;
         while let Some(end) = data.iter().position(|&b| b == b'\n') {
-            self.line.extend_from_slice(&data[..end]);
+            self.keep(&data[..end]);
             self.end_line();
             data = &data[end + 1..];
         }
-        self.line.extend_from_slice(data);
+        self.keep(data);
+    }
+
+    /// UTF-8 across chunk boundaries: a sequence cut at a chunk's end is
+    /// completed by the next.
+    fn check_utf8(&mut self, data: &[u8]) {
+        if self.not_utf8.is_some() {
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.carry);
+        bytes.extend_from_slice(data);
+        if let Err(e) = std::str::from_utf8(&bytes) {
+            match e.error_len() {
+                None => self.carry = bytes[e.valid_up_to()..].to_vec(),
+                Some(_) => {
+                    let newlines = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n');
+                    self.not_utf8 = Some(self.lines + newlines.count() as u64 + 1);
+                }
+            }
+        }
+    }
+
+    fn keep(&mut self, part: &[u8]) {
+        if self.objects > 0 || self.overflow {
+            return;
+        }
+        if self.line.len() + part.len() > MAX_CHECKED_LINE {
+            self.overflow = true;
+            // Judged by its first byte; the batch's validation parses it.
+            self.line
+                .extend_from_slice(&part[..part.len().min(MAX_CHECKED_LINE - self.line.len())]);
+            return;
+        }
+        self.line.extend_from_slice(part);
     }
 
     fn end_line(&mut self) {
         self.lines += 1;
         let line = std::mem::take(&mut self.line);
-        if std::str::from_utf8(&line).is_err() {
-            self.not_utf8.get_or_insert(self.lines);
-        } else if self.objects == 0
-            && serde_json::from_slice::<serde_json::Map<String, Value>>(&line).is_ok()
-        {
+        let overflow = std::mem::take(&mut self.overflow);
+        if self.objects > 0 {
+            return;
+        }
+        let object = if overflow {
+            line.trim_ascii_start().first() == Some(&b'{')
+        } else {
+            serde_json::from_slice::<serde_json::Map<String, Value>>(&line).is_ok()
+        };
+        if object {
             self.objects += 1;
         }
     }
 
     fn finish(mut self) -> Result<(), String> {
-        if !self.line.is_empty() {
+        if !self.line.is_empty() || self.overflow {
             self.end_line();
+        }
+        if !self.carry.is_empty() && self.not_utf8.is_none() {
+            self.not_utf8 = Some(self.lines);
         }
         if let Some(n) = self.not_utf8 {
             return Err(format!("line {n} is not UTF-8 text"));
@@ -309,5 +362,17 @@ mod tests {
         assert!(check(&[b"[{\"a\":1}]"]).is_err());
         assert!(check(&[b""]).is_err());
         assert!(check(&[b"{\"a\":1}\n\xff\xfe\n"]).is_err());
+        // A character cut between chunks is whole.
+        let text = "{\"k\": \"caf\u{e9}\"}\n".as_bytes();
+        let cut = text.iter().position(|&b| b >= 0x80).expect("non-ASCII") + 1;
+        assert_eq!(check(&[&text[..cut], &text[cut..]]), Ok(()));
+        assert!(
+            check(&[&text[..cut]]).is_err(),
+            "a cut character at the end"
+        );
+        // A line too long to parse counts by its first byte.
+        let long = format!("{{\"k\": \"{}\"}}", "x".repeat(super::MAX_CHECKED_LINE));
+        assert_eq!(check(&[long.as_bytes()]), Ok(()));
+        assert!(check(&[&long.as_bytes()[1..]]).is_err());
     }
 }
