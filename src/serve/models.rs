@@ -62,8 +62,13 @@ impl Loader<ServedModel> for ServerLoader {
             options.kv_cache_dtype,
             plan.max_model_len,
         );
+        let embedding = loaded.embedding;
         let text = Arc::new(ModelText::new(loaded.tokenizer, loaded.chat_template));
-        Ok(ServedModel::new(t.name, t.version, loaded.engine, text))
+        let served = ServedModel::new(t.name, t.version, loaded.engine, text);
+        Ok(match embedding {
+            Some(info) => served.with_embedding(info),
+            None => served,
+        })
     }
 }
 
