@@ -121,7 +121,8 @@ impl EncoderConfig {
                 format!("position_embedding_type '{positions}' is not supported (only 'absolute')"),
             ));
         }
-        if raw.num_attention_heads == 0 || raw.hidden_size % raw.num_attention_heads != 0 {
+        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        {
             return Err(ModelError::format(
                 &path,
                 format!(

@@ -320,7 +320,7 @@ impl CompletionStream {
             usage_chunk,
         );
         let (index, out) = match step.await {
-            StreamStep::Output(index, out) => (index, out),
+            StreamStep::Output(index, out) => (index, *out),
             StreamStep::Events(events) => return Some(events),
         };
         let lps = visible_logprobs(&out);
