@@ -120,6 +120,17 @@ impl ModelConfig {
                 supported: Architecture::SUPPORTED_GGUF.to_string(),
             })?;
         let key = |k: &str| format!("{arch_name}.{k}");
+        // Mixtral and other MoE GGUFs reuse a dense architecture's name.
+        if let Some(experts) = meta.opt_usize(&key("expert_count"))?.filter(|&n| n > 0) {
+            return Err(ModelError::format(
+                path,
+                format!(
+                    "a mixture of experts ({experts} experts, `{}`) is not supported: tessera \
+                     runs dense {arch_name} models only",
+                    key("expert_count")
+                ),
+            ));
+        }
         let hidden_size = meta.usize(&key("embedding_length"))?;
         let num_heads = meta.usize(&key("attention.head_count"))?;
         let num_kv_heads = meta
