@@ -17,7 +17,9 @@ use tessera_model::backend::{Backend, KvCacheDtype};
 use tessera_model::chat::ChatTemplate;
 use tessera_model::config::ModelConfig;
 use tessera_model::device::{self, Device, DeviceSpec};
-use tessera_model::encoder::{is_encoder_dir, BertModel, EncoderConfig, EncoderRunner};
+use tessera_model::encoder::{
+    decoder_embedding_head, is_encoder_dir, BertModel, EncoderConfig, EncoderRunner,
+};
 use tessera_model::loader::{load_bundle, read_config, weight_file_bytes, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 use tessera_model::tokenizer::Tokenizer;
@@ -220,7 +222,7 @@ impl Compute {
             max_model_len: plan.max_model_len,
             kv_dtype: options.kv_cache_dtype,
         };
-        let (engine, tokenizer, chat_template) = match &self.chosen {
+        let (engine, tokenizer, chat_template, embedding) = match &self.chosen {
             Chosen::Cpu => start_engine(CpuBackend::new(), &source, options, cache),
             #[cfg(feature = "cuda")]
             Chosen::Cuda(backend) => cuda::start(backend, &source, options, cache),
@@ -233,7 +235,7 @@ impl Compute {
             path: path.to_path_buf(),
             plan: *plan,
             load_time: started.elapsed(),
-            embedding: None,
+            embedding,
         })
     }
 }
@@ -329,7 +331,12 @@ pub fn start(args: &EngineArgs) -> Result<Loaded> {
 }
 
 /// What [`Compute::load`] hands back before warming.
-type Started = (EngineHandle, Arc<Tokenizer>, Option<ChatTemplate>);
+type Started = (
+    EngineHandle,
+    Arc<Tokenizer>,
+    Option<ChatTemplate>,
+    Option<tessera_server::EmbeddingInfo>,
+);
 
 /// Loads `source` onto `backend` with `cache` and spawns its engine.
 fn start_engine<B: Backend + 'static>(
@@ -341,6 +348,23 @@ fn start_engine<B: Backend + 'static>(
     let bundle = load_bundle(&backend, source, Some(cache.max_model_len))?;
     let config = bundle.model.config.clone();
     let mut runner = ModelRunner::new(backend, bundle.model, cache)?;
+    // A decoder directory with sentence-transformers pooling is an embedder.
+    let head = match source {
+        ModelSource::HfDir(dir) => decoder_embedding_head(dir)?,
+        ModelSource::Gguf(_) => None,
+    };
+    let embedding = head.map(|(head, matryoshka)| tessera_server::EmbeddingInfo {
+        dimensions: config.hidden_size,
+        normalized: head.normalize,
+        matryoshka,
+    });
+    if let Some((head, _)) = head {
+        runner = runner.with_embedding(head);
+    }
+    let task = match embedding {
+        Some(_) => EngineTask::Embed,
+        None => EngineTask::Generate,
+    };
     let tokenizer = Arc::new(bundle.tokenizer);
     let token = tokenizer.eos_token_ids().first().copied().unwrap_or(0);
     warm(&mut runner, token)?;
@@ -354,10 +378,10 @@ fn start_engine<B: Backend + 'static>(
             max_waiting_requests: options.max_waiting_requests,
             eos_token_ids: tokenizer.eos_token_ids().to_vec(),
             vocab_size: config.vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
-            task: EngineTask::Generate,
+            task,
         },
     )?;
-    Ok((engine, tokenizer, bundle.chat_template))
+    Ok((engine, tokenizer, bundle.chat_template, embedding))
 }
 
 /// Runs one real forward step (one token, logits out) on the runner before

@@ -157,3 +157,96 @@ fn gguf_mixture_of_experts_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// candle qwen2's final-normed hidden states of `prompt`, `[tokens, hidden]`.
+fn candle_qwen2_hidden(dir: &std::path::Path, prompt: &[u32]) -> Vec<Vec<f32>> {
+    use candle_transformers::models::qwen2::{Config, Model};
+    let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
+    let config: Config = serde_json::from_str(&text).expect("qwen2 config");
+    let mut model = Model::new(&config, weights(dir)).expect("candle qwen2");
+    model
+        .forward(&input(prompt), 0, None)
+        .and_then(|t| t.squeeze(0))
+        .and_then(|t| t.to_vec2())
+        .expect("candle forward")
+}
+
+fn unit(v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+/// A decoder with sentence-transformers pooling (as Qwen3-Embedding ships)
+/// is an embedder: last-token and mean pooling of the final hidden states,
+/// normalized, against candle's Qwen2 hidden states; a sequence's vector is
+/// the same to the bit alone or batched.
+#[test]
+fn hf_decoder_embedder_pools_candle_hidden_states() {
+    use tessera_model::encoder::{decoder_embedding_head, Pooling};
+    let dir = temp_dir("hf-qwen2-embedder");
+    write_hf_dir(
+        &dir,
+        TINY,
+        "Qwen2ForCausalLM",
+        DType::F32,
+        &random_tensors(TINY, 29, true),
+    );
+    let modules = json!([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+    ]);
+    std::fs::write(dir.join("modules.json"), modules.to_string()).expect("modules.json");
+    std::fs::create_dir_all(dir.join("1_Pooling")).expect("mkdir");
+    let short = &PROMPT[3..12];
+    let hidden_long = candle_qwen2_hidden(&dir, &PROMPT);
+    let hidden_short = candle_qwen2_hidden(&dir, short);
+    let mean = |rows: &[Vec<f32>]| -> Vec<f32> {
+        (0..rows[0].len())
+            .map(|i| rows.iter().map(|r| r[i]).sum::<f32>() / rows.len() as f32)
+            .collect()
+    };
+    for (mode, pooling) in [
+        ("pooling_mode_lasttoken", Pooling::LastToken),
+        ("pooling_mode_mean_tokens", Pooling::Mean),
+    ] {
+        let config = json!({"word_embedding_dimension": TINY.hidden, mode: true});
+        std::fs::write(dir.join("1_Pooling/config.json"), config.to_string()).expect("pooling");
+        let (head, matryoshka) = decoder_embedding_head(&dir)
+            .expect("reads")
+            .expect("a head");
+        assert_eq!(
+            (head.pooling, head.normalize, matryoshka),
+            (pooling, true, false)
+        );
+        let mut runner = cpu_runner_with(&dir, 16, KvCacheDtype::F32).with_embedding(head);
+        let both = runner
+            .execute(&batch(vec![
+                (PROMPT.to_vec(), 0, (0..2).collect(), true),
+                (short.to_vec(), 0, (2..4).collect(), true),
+            ]))
+            .expect("forward");
+        let alone = runner
+            .execute(&batch(vec![(short.to_vec(), 0, (4..6).collect(), true)]))
+            .expect("forward");
+        assert_eq!(both.vocab_size, TINY.hidden);
+        assert_eq!(
+            both.row(1),
+            alone.row(0),
+            "{mode}: batched differs from alone"
+        );
+        let expected = match pooling {
+            Pooling::LastToken => [
+                hidden_long.last().expect("rows").clone(),
+                hidden_short.last().expect("rows").clone(),
+            ],
+            _ => [mean(&hidden_long), mean(&hidden_short)],
+        };
+        for (row, want) in [both.row(0), both.row(1)].into_iter().zip(expected) {
+            let diff = max_abs_diff(row, &unit(want));
+            eprintln!("{mode}: max |tessera - candle| = {diff:.2e} (unit vectors)");
+            assert!(diff < 1e-5, "{mode}: {diff}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -353,7 +353,7 @@ fn attention(qkv: &CpuTensor, spans: &[(usize, usize)], heads: usize, d: usize) 
 }
 
 /// One sequence's hidden states (`rows`, `[len, h]`) pooled into `dst`.
-fn pool(rows: &[f32], h: usize, pooling: Pooling, dst: &mut [f32]) {
+pub(crate) fn pool(rows: &[f32], h: usize, pooling: Pooling, dst: &mut [f32]) {
     let len = rows.len() / h;
     match pooling {
         Pooling::Cls => dst.copy_from_slice(&rows[..h]),

@@ -137,7 +137,7 @@ impl EncoderConfig {
                 "type_vocab_size and max_position_embeddings must be positive",
             ));
         }
-        let (pooling, normalize) = sentence_head(dir)?;
+        let (pooling, normalize) = sentence_pooling(dir)?.unwrap_or((Pooling::Cls, true));
         let max_seq = read_json(&dir.join("sentence_bert_config.json"))?
             .and_then(|j| j.get("max_seq_length").and_then(Value::as_u64))
             .map(|n| n as usize);
@@ -164,12 +164,35 @@ impl EncoderConfig {
     }
 }
 
+/// How a sequence's hidden states become its vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingHead {
+    pub pooling: Pooling,
+    /// Scale the pooled vector to unit length.
+    pub normalize: bool,
+}
+
+/// The embedding head of a decoder directory that is a sentence-transformers
+/// model (modules.json with a Pooling module, e.g. Qwen3-Embedding), with
+/// whether config.json marks it Matryoshka; `None` for a plain decoder.
+pub fn decoder_embedding_head(dir: &Path) -> Result<Option<(EmbeddingHead, bool)>> {
+    let Some((pooling, normalize)) = sentence_pooling(dir)? else {
+        return Ok(None);
+    };
+    let config = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);
+    let matryoshka = config.get("is_matryoshka").and_then(Value::as_bool) == Some(true)
+        || config
+            .get("matryoshka_dimensions")
+            .is_some_and(|v| !v.is_null());
+    Ok(Some((EmbeddingHead { pooling, normalize }, matryoshka)))
+}
+
 /// Pooling and normalization from modules.json and the pooling module's
-/// config. Without sentence-transformers files: the `[CLS]` state,
-/// normalized (what vLLM does for a plain BERT).
-fn sentence_head(dir: &Path) -> Result<(Pooling, bool)> {
+/// config; `None` without a Pooling module (a plain BERT then pools the
+/// `[CLS]` state, normalized, as vLLM does).
+fn sentence_pooling(dir: &Path) -> Result<Option<(Pooling, bool)>> {
     let Some(modules) = read_json(&dir.join("modules.json"))? else {
-        return Ok((Pooling::Cls, true));
+        return Ok(None);
     };
     let modules = modules.as_array().cloned().unwrap_or_default();
     let of_type = |suffix: &str| {
@@ -181,7 +204,7 @@ fn sentence_head(dir: &Path) -> Result<(Pooling, bool)> {
     };
     let normalize = of_type(".Normalize").is_some();
     let Some(pool) = of_type(".Pooling") else {
-        return Ok((Pooling::Cls, normalize));
+        return Ok(None);
     };
     let sub = pool.get("path").and_then(Value::as_str).unwrap_or("");
     let path = dir.join(sub).join("config.json");
@@ -214,7 +237,7 @@ fn sentence_head(dir: &Path) -> Result<(Pooling, bool)> {
     .map(|(_, mode)| mode)
     .collect();
     match modes[..] {
-        [mode] => Ok((mode, normalize)),
+        [mode] => Ok(Some((mode, normalize))),
         _ => Err(ModelError::format(
             &path,
             "exactly one pooling mode must be set (mean, CLS or last token)",
