@@ -225,6 +225,28 @@ fn each_kind_refuses_the_other_kinds_endpoints() {
 }
 
 #[test]
+fn embedding_requests_are_counted_in_the_request_metrics() {
+    let (status, _) = embed(json!({"model": "minilm", "input": ["one", "two"]}));
+    assert_eq!(status, 200);
+    let r = common::request(server(), "GET", "/metrics", b"");
+    let text = r.text();
+    let finished = text
+        .lines()
+        .find(|l| {
+            l.starts_with("tessera_requests_finished_total{")
+                && l.contains("model=\"minilm\"")
+                && l.contains("finish_reason=\"stop\"")
+        })
+        .unwrap_or_else(|| panic!("no finished-requests line for minilm in:\n{text}"));
+    let count: f64 = finished
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(count >= 2.0, "{finished}");
+}
+
+#[test]
 fn the_openai_sdk_reads_floats_and_base64() {
     let addr = server();
     let out = std::process::Command::new(common::python())

@@ -19,6 +19,7 @@ use crate::context::Ctx;
 use crate::error::ApiError;
 use crate::registry::{route, with_version, EmbeddingInfo, RouteRequest};
 use crate::state::AppState;
+use crate::tracker::{Admission, Tracker};
 
 /// Most inputs in one request (OpenAI's limit).
 const MAX_INPUTS: usize = 2048;
@@ -227,10 +228,11 @@ pub async fn embeddings(
         prompts.push(ids);
     }
     let total: usize = prompts.iter().map(Vec::len).sum();
-    let mut reservation = state
+    let reservation = state
         .limiter
         .reserve_tokens(ctx.caller, total as u64)
         .map_err(|l| ApiError::rate_limited(&l))?;
+    let prompt_lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
     let mut streams = Vec::with_capacity(prompts.len());
     for (i, prompt) in prompts.into_iter().enumerate() {
         let stream = model
@@ -248,12 +250,27 @@ pub async fn embeddings(
             })?;
         streams.push(stream);
     }
+    // Request metrics, the request's log line and the token reservation, as
+    // for generation (no tokens are generated).
+    let mut tracker = Tracker::new(
+        ctx.clone(),
+        &state,
+        &model.name,
+        model.version,
+        &prompt_lens,
+        1,
+        Admission {
+            reservation,
+            slot: None,
+        },
+    );
     let collect = async {
         let mut data = Vec::with_capacity(streams.len());
         for (index, mut stream) in streams.into_iter().enumerate() {
             let out = stream.next().await.ok_or_else(|| {
                 ApiError::internal("the engine ended an embedding without output")
             })?;
+            tracker.on_output(index, &out);
             if let Some(e) = out.error {
                 return Err(ApiError::internal(format!("input[{index}]: {e}")));
             }
@@ -274,9 +291,7 @@ pub async fn embeddings(
             .map_err(|_| ApiError::timeout(at - ctx.received))??,
         None => collect.await?,
     };
-    if let Some(r) = reservation.as_mut() {
-        r.settle(total as u64);
-    }
+    tracker.on_end();
     let body = EmbeddingList {
         object: "list",
         data,
