@@ -23,9 +23,32 @@ fn server() -> SocketAddr {
         let args = common::engine_args("64MiB", 4096);
         let minilm = Path::new(ROOT).join("models/all-MiniLM-L6-v2");
         common::register_path(&models, "minilm", &minilm, &args);
+        common::register_path(&models, "minilm-mrl", &matryoshka_copy(&minilm), &args);
         common::register(&models, "smol", &args);
         common::serve(models, 1 << 20)
     })
+}
+
+/// The same model marked as trained for shortened vectors (`is_matryoshka`
+/// in config.json), its other files linked, in a fresh directory.
+fn matryoshka_copy(dir: &Path) -> std::path::PathBuf {
+    let copy = std::env::temp_dir().join(format!("tessera-minilm-mrl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    for entry in std::fs::read_dir(dir).expect("model dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_owned();
+        if name == "config.json" {
+            let mut config: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("config"))
+                    .expect("JSON");
+            config["is_matryoshka"] = json!(true);
+            std::fs::write(copy.join(&name), config.to_string()).expect("config");
+        } else {
+            std::os::unix::fs::symlink(&path, copy.join(&name)).expect("link");
+        }
+    }
+    copy
 }
 
 fn fixture() -> Vec<Value> {
@@ -222,6 +245,35 @@ fn each_kind_refuses_the_other_kinds_endpoints() {
         &json!({"model": "smol", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
     );
     assert_eq!(r.status, 200);
+}
+
+#[test]
+fn dimensions_shortens_and_renormalizes_for_a_matryoshka_model() {
+    let (_, full) = embed(json!({"model": "minilm-mrl", "input": "The cat sits on the mat."}));
+    let (status, short) = embed(
+        json!({"model": "minilm-mrl", "input": "The cat sits on the mat.", "dimensions": 64}),
+    );
+    assert_eq!(status, 200, "{short}");
+    let (full, short) = (&vectors(&full)[0], &vectors(&short)[0]);
+    assert_eq!(short.len(), 64);
+    let norm = full[..64]
+        .iter()
+        .map(|&x| f64::from(x).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    for (s, f) in short.iter().zip(&full[..64]) {
+        assert!(
+            (f64::from(*s) - f64::from(*f) / norm).abs() < 1e-6,
+            "{s} vs {f} / {norm}"
+        );
+    }
+    for bad in [0, 385] {
+        let (status, body) = embed(json!({"model": "minilm-mrl", "input": "x", "dimensions": bad}));
+        assert_eq!(
+            (status, body["error"]["param"].clone()),
+            (400, json!("dimensions"))
+        );
+    }
 }
 
 #[test]
