@@ -1,6 +1,6 @@
 //! Model families beyond Llama and Qwen2 against candle-transformers' models
 //! of the same family, on the same tiny random weights (safetensors): the
-//! prompt's last-token logits within a relative tolerance of 1e-4 of the
+//! Qwen3, Mistral and Phi-3: the prompt's last-token logits within a relative tolerance of 1e-4 of the
 //! largest logit (same math, different summation order), and the same
 //! greedy token. Also: a GGUF mixture of experts is refused at load.
 
@@ -131,6 +131,78 @@ fn hf_mistral_sliding_window_matches_candle_mistral() {
         max_abs_diff(&ours, &unwindowed) > 1e-2,
         "the window changed nothing"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Phi-3: Llama with Q|K|V and gate|up each one fused matrix.
+#[test]
+fn hf_phi3_matches_candle_phi3() {
+    use candle_transformers::models::phi3::{Config, Model};
+    let dir = temp_dir("hf-phi3");
+    let separate = random_tensors(TINY, 31, false);
+    let get = |name: &str| {
+        separate
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, dims, v)| (dims.clone(), v.clone()))
+            .expect("tensor")
+    };
+    let mut tensors = Vec::new();
+    for (name, dims, values) in &separate {
+        let fused_away = ["attn_q.", "attn_k.", "attn_v.", "ffn_gate.", "ffn_up."];
+        if !fused_away.iter().any(|f| name.contains(f)) {
+            tensors.push((name.clone(), dims.clone(), values.clone()));
+        }
+    }
+    for l in 0..TINY.layers {
+        let stack = |parts: &[&str]| {
+            let mut rows = 0;
+            let mut values = Vec::new();
+            for p in parts {
+                let (dims, v) = get(&format!("blk.{l}.{p}.weight"));
+                rows += dims[0];
+                values.extend(v);
+            }
+            (vec![rows, TINY.hidden], values)
+        };
+        let (dims, v) = stack(&["attn_q", "attn_k", "attn_v"]);
+        tensors.push((format!("blk.{l}.attn_qkv.weight"), dims, v));
+        let (dims, v) = stack(&["ffn_gate", "ffn_up"]);
+        tensors.push((format!("blk.{l}.ffn_gate_up.weight"), dims, v));
+    }
+    write_hf_dir_with(
+        &dir,
+        TINY,
+        "Phi3ForCausalLM",
+        DType::F32,
+        &tensors,
+        &json!({"model_type": "phi3", "sliding_window": null}),
+    );
+    let ours = our_logits(&dir, &PROMPT);
+    let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
+    let config: Config = serde_json::from_str(&text).expect("phi3 config");
+    let mut model = Model::new(&config, weights(&dir)).expect("candle phi3");
+    let theirs: Vec<f32> = model
+        .forward(&input(&PROMPT), 0)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .expect("candle forward");
+    compare("phi3", &ours, &theirs);
+    // The same weights as llama.cpp writes a Phi-3 GGUF (`phi3`, the fused
+    // gate|up under `ffn_up`) give the same logits.
+    let gguf: Vec<_> = tensors
+        .iter()
+        .map(|(name, dims, v)| {
+            (
+                name.replace("ffn_gate_up", "ffn_up"),
+                dims.clone(),
+                v.clone(),
+            )
+        })
+        .collect();
+    let path = dir.join("phi3.gguf");
+    write_gguf(&path, TINY, "phi3", GgmlDType::F32, &gguf, &[]);
+    compare("phi3 gguf", &our_logits(&path, &PROMPT), &ours);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -200,6 +200,9 @@ fn hf_name(gguf: &str) -> String {
         "attn_k.bias" => "self_attn.k_proj.bias",
         "attn_v.bias" => "self_attn.v_proj.bias",
         "attn_q_norm.weight" => "self_attn.q_norm.weight",
+        "attn_qkv.weight" => "self_attn.qkv_proj.weight",
+        // Test-only name: Phi-3's fused gate|up (llama.cpp calls it ffn_up).
+        "ffn_gate_up.weight" => "mlp.gate_up_proj.weight",
         "attn_k_norm.weight" => "self_attn.k_norm.weight",
         "attn_output.weight" => "self_attn.o_proj.weight",
         "ffn_gate.weight" => "mlp.gate_proj.weight",
