@@ -24,6 +24,9 @@ pub struct SchedulerConfig {
     pub max_num_batched_tokens: usize,
     /// Most sequences running at once.
     pub max_num_seqs: usize,
+    /// Admit a prompt only when all of it fits in the step (no chunked
+    /// prefill): an encoder must see every token of a sequence at once.
+    pub whole_prompts: bool,
 }
 
 /// One sequence's share of a step.
@@ -248,6 +251,9 @@ impl Scheduler {
             seq.num_computed = cached.len() * block_size;
             seq.num_cached_blocks = cached.len();
             seq.block_table = cached.clone();
+        }
+        if self.config.whole_prompts && seq.num_uncomputed() > budget {
+            return None;
         }
         let num_tokens = seq.num_uncomputed().min(budget);
         let needed = seq.blocks_needed(num_tokens, block_size);

@@ -9,6 +9,7 @@ fn scheduler(num_blocks: usize, budget: usize, max_seqs: usize) -> Scheduler {
         SchedulerConfig {
             max_num_batched_tokens: budget,
             max_num_seqs: max_seqs,
+            whole_prompts: false,
         },
         BlockPool::new(num_blocks, BS, true),
     )
