@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tessera_engine::batch::{Batch, SequenceChunk};
-use tessera_engine::engine::{spawn, EngineConfig, EngineHandle};
+use tessera_engine::engine::{spawn, EngineConfig, EngineHandle, EngineTask};
 use tessera_engine::runner::Runner;
 use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::backend::{Backend, KvCacheDtype};
 use tessera_model::chat::ChatTemplate;
 use tessera_model::config::ModelConfig;
 use tessera_model::device::{self, Device, DeviceSpec};
+use tessera_model::encoder::{
+    decoder_embedding_head, is_encoder_dir, BertModel, EncoderConfig, EncoderRunner,
+};
 use tessera_model::loader::{load_bundle, read_config, weight_file_bytes, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 use tessera_model::tokenizer::Tokenizer;
@@ -50,10 +53,11 @@ impl MemoryPlan {
         self.weight_bytes + self.kv_bytes
     }
 
-    /// Blocks of the KV pool.
+    /// Blocks of the KV pool (none for an encoder, which keeps no KV).
     pub fn num_blocks(&self) -> usize {
-        usize::try_from(self.kv_bytes / (self.kv_bytes_per_token * BLOCK_SIZE as u64))
-            .unwrap_or(usize::MAX)
+        self.kv_bytes
+            .checked_div(self.kv_bytes_per_token * BLOCK_SIZE as u64)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 
@@ -71,6 +75,8 @@ pub struct Loaded {
     pub plan: MemoryPlan,
     /// How long loading and warming took.
     pub load_time: Duration,
+    /// Set for an embedding model (its engine computes vectors, not text).
+    pub embedding: Option<tessera_server::EmbeddingInfo>,
 }
 
 /// The device the models run on and the compute pool, opened once for the
@@ -139,6 +145,11 @@ impl Compute {
     /// is `budget` in all.
     pub fn plan(&self, path: &Path, options: &EngineOptions, budget: u64) -> Result<MemoryPlan> {
         let source = ModelSource::detect(path)?;
+        if let ModelSource::HfDir(dir) = &source {
+            if is_encoder_dir(dir) {
+                return plan_encoder(dir, options);
+            }
+        }
         let config = read_config(&source).with_context(|| format!("reading {}", path.display()))?;
         let max_model_len = options
             .max_model_len
@@ -184,13 +195,34 @@ impl Compute {
     pub fn load(&self, path: &Path, options: &EngineOptions, plan: &MemoryPlan) -> Result<Loaded> {
         let started = Instant::now();
         let source = ModelSource::detect(path)?;
+        if let ModelSource::HfDir(dir) = &source {
+            if is_encoder_dir(dir) {
+                if self.backend_name() != "cpu" {
+                    bail!(
+                        "{}: embedding models run on the CPU only (--device cpu)",
+                        path.display()
+                    );
+                }
+                let (engine, tokenizer, info) = start_encoder(dir, options, plan)
+                    .with_context(|| format!("loading {}", path.display()))?;
+                return Ok(Loaded {
+                    engine,
+                    tokenizer,
+                    chat_template: None,
+                    path: path.to_path_buf(),
+                    plan: *plan,
+                    load_time: started.elapsed(),
+                    embedding: Some(info),
+                });
+            }
+        }
         let cache = CacheConfig {
             block_size: BLOCK_SIZE,
             num_blocks: plan.num_blocks(),
             max_model_len: plan.max_model_len,
             kv_dtype: options.kv_cache_dtype,
         };
-        let (engine, tokenizer, chat_template) = match &self.chosen {
+        let (engine, tokenizer, chat_template, embedding) = match &self.chosen {
             Chosen::Cpu => start_engine(CpuBackend::new(), &source, options, cache),
             #[cfg(feature = "cuda")]
             Chosen::Cuda(backend) => cuda::start(backend, &source, options, cache),
@@ -203,8 +235,72 @@ impl Compute {
             path: path.to_path_buf(),
             plan: *plan,
             load_time: started.elapsed(),
+            embedding,
         })
     }
+}
+
+/// An encoder's plan: its weights, no KV cache, its serving length.
+fn plan_encoder(dir: &Path, options: &EngineOptions) -> Result<MemoryPlan> {
+    let config = EncoderConfig::from_dir(dir)?;
+    Ok(MemoryPlan {
+        weight_bytes: weight_file_bytes(&ModelSource::HfDir(dir.to_path_buf()))?,
+        kv_bytes: 0,
+        kv_bytes_per_token: 0,
+        max_model_len: options
+            .max_model_len
+            .unwrap_or(config.max_model_len)
+            .min(config.max_model_len),
+    })
+}
+
+/// Loads an encoder and spawns its engine in embedding mode.
+fn start_encoder(
+    dir: &Path,
+    options: &EngineOptions,
+    plan: &MemoryPlan,
+) -> Result<(EngineHandle, Arc<Tokenizer>, tessera_server::EmbeddingInfo)> {
+    let mut model = BertModel::load(dir)?;
+    model.config.max_model_len = plan.max_model_len;
+    let info = tessera_server::EmbeddingInfo {
+        dimensions: model.config.hidden_size,
+        normalized: model.config.normalize,
+        matryoshka: model.config.matryoshka,
+    };
+    let vocab_size = model.config.vocab_size;
+    let tokenizer = Arc::new(Tokenizer::from_hf_dir(dir)?);
+    let mut runner =
+        EncoderRunner::new(model, options.max_num_batched_tokens, options.max_num_seqs);
+    // One real input before the engine starts, as for a generative model.
+    let probe = Batch {
+        chunks: vec![SequenceChunk {
+            token_ids: vec![0],
+            start_position: 0,
+            block_table: vec![0],
+            wants_logits: true,
+        }],
+    };
+    runner
+        .execute(&probe)
+        .map_err(|e| anyhow::anyhow!("the warm-up step failed: {e}"))?;
+    let engine = spawn(
+        runner,
+        tokenizer.clone(),
+        EngineConfig {
+            max_num_batched_tokens: options.max_num_batched_tokens,
+            max_num_seqs: options.max_num_seqs,
+            max_batch_seqs: options
+                .batch_max_running
+                .unwrap_or(options.max_num_seqs / 2)
+                .max(1),
+            enable_prefix_caching: false,
+            max_waiting_requests: options.max_waiting_requests,
+            eos_token_ids: Vec::new(),
+            vocab_size: vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
+            task: EngineTask::Embed,
+        },
+    )?;
+    Ok((engine, tokenizer, info))
 }
 
 /// For one-model commands (`generate`): opens the device, resolves
@@ -215,6 +311,13 @@ pub fn start(args: &EngineArgs) -> Result<Loaded> {
     let options = args.options();
     let plan = compute.plan(&path, &options, args.memory_budget(&compute)?)?;
     let loaded = compute.load(&path, &options, &plan)?;
+    if loaded.embedding.is_some() {
+        bail!(
+            "{} is an embedding model: it computes vectors (`tessera serve`, /v1/embeddings), \
+             not text",
+            path.display()
+        );
+    }
     let on = match compute.backend_name() {
         "cpu" => format!("{} compute threads", rayon::current_num_threads()),
         gpu => format!("on {gpu}"),
@@ -232,7 +335,12 @@ pub fn start(args: &EngineArgs) -> Result<Loaded> {
 }
 
 /// What [`Compute::load`] hands back before warming.
-type Started = (EngineHandle, Arc<Tokenizer>, Option<ChatTemplate>);
+type Started = (
+    EngineHandle,
+    Arc<Tokenizer>,
+    Option<ChatTemplate>,
+    Option<tessera_server::EmbeddingInfo>,
+);
 
 /// Loads `source` onto `backend` with `cache` and spawns its engine.
 fn start_engine<B: Backend + 'static>(
@@ -244,6 +352,23 @@ fn start_engine<B: Backend + 'static>(
     let bundle = load_bundle(&backend, source, Some(cache.max_model_len))?;
     let config = bundle.model.config.clone();
     let mut runner = ModelRunner::new(backend, bundle.model, cache)?;
+    // A decoder directory with sentence-transformers pooling is an embedder.
+    let head = match source {
+        ModelSource::HfDir(dir) => decoder_embedding_head(dir)?,
+        ModelSource::Gguf(_) => None,
+    };
+    let embedding = head.map(|(head, matryoshka)| tessera_server::EmbeddingInfo {
+        dimensions: config.hidden_size,
+        normalized: head.normalize,
+        matryoshka,
+    });
+    if let Some((head, _)) = head {
+        runner = runner.with_embedding(head);
+    }
+    let task = match embedding {
+        Some(_) => EngineTask::Embed,
+        None => EngineTask::Generate,
+    };
     let tokenizer = Arc::new(bundle.tokenizer);
     let token = tokenizer.eos_token_ids().first().copied().unwrap_or(0);
     warm(&mut runner, token)?;
@@ -261,9 +386,10 @@ fn start_engine<B: Backend + 'static>(
             max_waiting_requests: options.max_waiting_requests,
             eos_token_ids: tokenizer.eos_token_ids().to_vec(),
             vocab_size: config.vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
+            task,
         },
     )?;
-    Ok((engine, tokenizer, bundle.chat_template))
+    Ok((engine, tokenizer, bundle.chat_template, embedding))
 }
 
 /// Runs one real forward step (one token, logits out) on the runner before

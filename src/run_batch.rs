@@ -1,7 +1,7 @@
 //! `tessera run-batch`: runs a batch file offline, without a server, in
 //! vLLM's `run-batch` formats: the input is OpenAI batch lines
-//! (`{custom_id, method, url, body}`, `url` being `/v1/chat/completions` or
-//! `/v1/completions`, mixed freely), the output one line per input line, in
+//! (`{custom_id, method, url, body}`, `url` being `/v1/chat/completions`,
+//! `/v1/completions` or `/v1/embeddings`, mixed freely), the output one line per input line, in
 //! input order, `{id, custom_id, response: {status_code, request_id, body},
 //! error}`. Lines go through the same handlers as the server's, so they get
 //! what the same requests would online.

@@ -2,7 +2,7 @@
 //! fails start-up with an error that says what is missing (the `cuda` feature,
 //! or the driver), never a panic; `auto` runs on the CPU and says why. On a
 //! machine with a CUDA driver `auto` runs on the GPU, and the refusals are not
-//! checked (`crates/tessera-model/tests/cuda_backend.rs` covers the GPU).
+//! checked (`crates/tessera-model/tests/cuda_backend/` covers the GPU).
 
 use std::process::{Command, Output};
 

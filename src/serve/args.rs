@@ -226,8 +226,9 @@ pub struct ServeArgs {
     )]
     pub drift_baseline: Vec<PathBuf>,
     /// Log inference requests and responses to a sink: `file:PATH` (JSON
-    /// lines, rotated by size) or `http://HOST[:PORT]/PATH` (CloudEvents 1.0,
-    /// binary mode); repeat or separate with commas [default: none].
+    /// lines, rotated by size) or `http[s]://HOST[:PORT]/PATH` (CloudEvents
+    /// 1.0, binary mode; https trusts the built-in roots and SSL_CERT_FILE);
+    /// repeat or separate with commas [default: none].
     #[arg(
         long,
         env = "TESSERA_PAYLOAD_LOG",

@@ -49,21 +49,32 @@ impl Loader<ServedModel> for ServerLoader {
             .load(t.path, &options, &plan)
             .map_err(|e| format!("{e:#}"))?;
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let kv = match (&loaded.embedding, plan.kv_bytes) {
+            (Some(info), 0) => format!("an encoder of {} dimensions, no KV cache", info.dimensions),
+            _ => format!(
+                "KV cache {} tokens ({:.1} MiB, {})",
+                plan.num_blocks() * 16,
+                mib(plan.kv_bytes),
+                options.kv_cache_dtype
+            ),
+        };
         eprintln!(
-            "tessera: loaded {}:{} ({}) in {:.2}s on {}: weights {:.1} MiB, KV cache {} tokens ({:.1} MiB, {}); context {}",
+            "tessera: loaded {}:{} ({}) in {:.2}s on {}: weights {:.1} MiB, {kv}; context {}",
             t.name,
             t.version,
             t.path.display(),
             loaded.load_time.as_secs_f64(),
             self.compute.backend_name(),
             mib(plan.weight_bytes),
-            plan.num_blocks() * 16,
-            mib(plan.kv_bytes),
-            options.kv_cache_dtype,
             plan.max_model_len,
         );
+        let embedding = loaded.embedding;
         let text = Arc::new(ModelText::new(loaded.tokenizer, loaded.chat_template));
-        Ok(ServedModel::new(t.name, t.version, loaded.engine, text))
+        let served = ServedModel::new(t.name, t.version, loaded.engine, text);
+        Ok(match embedding {
+            Some(info) => served.with_embedding(info),
+            None => served,
+        })
     }
 }
 

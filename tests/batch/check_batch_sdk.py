@@ -133,11 +133,28 @@ for o in content_lines(done2.output_file_id):
     online = client.completions.create(**cmpl_bodies[o["custom_id"]])
     assert o["response"]["body"]["choices"][0]["text"] == online.choices[0].text
 
+# --- an embeddings batch answers as online does (here: a chat model refuses it) ----
+emb_body = {"model": MODEL, "input": ["a text"]}
+try:
+    client.embeddings.create(**emb_body)
+    raise AssertionError("a chat model served embeddings")
+except openai.BadRequestError as e:
+    online_error = e.body
+emb_file = client.files.create(
+    file=("emb.jsonl", jsonl([line("e0", "/v1/embeddings", emb_body)])), purpose="batch"
+)
+emb = wait(client.batches.create(
+    input_file_id=emb_file.id, endpoint="/v1/embeddings", completion_window="24h").id)
+assert emb.status == "completed" and emb.output_file_id is None, emb
+emb_error = content_lines(emb.error_file_id)[0]["response"]
+assert emb_error["status_code"] == 400
+assert emb_error["body"]["error"]["message"] == online_error["message"], (emb_error, online_error)
+
 # --- list and paging -----------------------------------------------------------
 page = client.batches.list(limit=1)
-assert [b.id for b in page.data] == [done2.id] and page.has_more
-page = client.batches.list(limit=10, after=done2.id)
-assert [b.id for b in page.data] == [done.id] and not page.has_more
+assert [b.id for b in page.data] == [emb.id] and page.has_more
+page = client.batches.list(limit=10, after=emb.id)
+assert [b.id for b in page.data] == [done2.id, done.id] and not page.has_more
 file_ids = {f.id for f in client.files.list().data}
 assert {upload.id, upload2.id, done.output_file_id, done.error_file_id} <= file_ids
 
@@ -176,7 +193,6 @@ assert failed.output_file_id is None and failed.request_counts.total == 0
 
 # --- bad requests to the APIs themselves -----------------------------------------
 for kwargs, param in [
-    ({"endpoint": "/v1/embeddings"}, "endpoint"),
     ({"endpoint": "/v1/moderations"}, "endpoint"),
     ({"completion_window": "1h"}, "completion_window"),
 ]:

@@ -1,6 +1,6 @@
 //! `tessera bench`: a serving benchmark for any OpenAI-compatible server
 //! (tessera, llama.cpp's `llama-server`, vLLM), measured from the client side
-//! the way vLLM's `benchmark_serving.py` measures: time to first token, time
+//! the way vLLM's benchmark_serving.py script measures: time to first token, time
 //! per output token, inter-token latency, end-to-end latency, throughput and
 //! goodput under SLOs.
 //!

@@ -109,6 +109,8 @@ pub struct RequestOutput {
     pub timings: Option<RequestTimings>,
     /// Why the engine gave up on the request, if it did.
     pub error: Option<String>,
+    /// An embedding engine's vector for the prompt, on the request's only update.
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// What matched when a sample stopped on a stop condition.

@@ -19,18 +19,21 @@ pub enum Architecture {
     Qwen2,
     /// Qwen3: Llama with RMSNorm on each head of Q and K.
     Qwen3,
+    /// Phi-3: Llama with Q|K|V and gate|up each stored as one fused matrix.
+    Phi3,
 }
 
 impl Architecture {
-    const SUPPORTED_GGUF: &'static str = "llama, qwen2, qwen3";
+    const SUPPORTED_GGUF: &'static str = "llama, qwen2, qwen3, phi3";
     const SUPPORTED_HF: &'static str =
-        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
+        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM";
 
     fn from_gguf(name: &str) -> Option<Self> {
         match name {
             "llama" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
             "qwen3" => Some(Self::Qwen3),
+            "phi3" => Some(Self::Phi3),
             _ => None,
         }
     }
@@ -40,6 +43,7 @@ impl Architecture {
             "LlamaForCausalLM" | "MistralForCausalLM" => Some(Self::Llama),
             "Qwen2ForCausalLM" => Some(Self::Qwen2),
             "Qwen3ForCausalLM" => Some(Self::Qwen3),
+            "Phi3ForCausalLM" => Some(Self::Phi3),
             _ => None,
         }
     }
@@ -99,6 +103,12 @@ impl ModelConfig {
         (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
     }
 
+    /// Whether Q|K|V and gate|up are stored fused (`attn_qkv`, a `2 x
+    /// intermediate` `ffn_up`), as Phi-3 ships them.
+    pub fn fused_projections(&self) -> bool {
+        self.architecture == Architecture::Phi3
+    }
+
     /// Width of the attention output (all query heads).
     pub fn q_width(&self) -> usize {
         self.num_heads * self.head_dim
@@ -120,6 +130,17 @@ impl ModelConfig {
                 supported: Architecture::SUPPORTED_GGUF.to_string(),
             })?;
         let key = |k: &str| format!("{arch_name}.{k}");
+        // Mixtral and other MoE GGUFs reuse a dense architecture's name.
+        if let Some(experts) = meta.opt_usize(&key("expert_count"))?.filter(|&n| n > 0) {
+            return Err(ModelError::format(
+                path,
+                format!(
+                    "a mixture of experts ({experts} experts, `{}`) is not supported: tessera \
+                     runs dense {arch_name} models only",
+                    key("expert_count")
+                ),
+            ));
+        }
         let hidden_size = meta.usize(&key("embedding_length"))?;
         let num_heads = meta.usize(&key("attention.head_count"))?;
         let num_kv_heads = meta
@@ -150,7 +171,7 @@ impl ModelConfig {
             rope_theta: meta.opt_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0),
             rope_style: match architecture {
                 Architecture::Llama => RopeStyle::Interleaved,
-                Architecture::Qwen2 | Architecture::Qwen3 => RopeStyle::Halves,
+                Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Phi3 => RopeStyle::Halves,
             },
             // GGUF carries Llama 3.1 scaling as a `rope_freqs.weight` tensor instead.
             rope_scaling: None,

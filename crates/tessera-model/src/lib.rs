@@ -1,5 +1,6 @@
 //! tessera's model side: weight formats, tokenizer, chat templates, the Llama-family
-//! forward written once over backend operations, and the runner the engine drives.
+//! forward written once over backend operations, the runner the engine drives, and
+//! encoders for embeddings.
 
 pub mod backend;
 pub mod batch;
@@ -8,6 +9,7 @@ pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+pub mod encoder;
 pub mod error;
 pub mod gguf;
 pub mod hub;

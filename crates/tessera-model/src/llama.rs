@@ -45,12 +45,26 @@ impl<B: Backend> LlamaModel<B> {
     /// Runs the batch: writes its K/V into `cache` and returns the logits of the
     /// rows in `batch.logit_rows`, `[rows, vocab]`.
     pub fn forward(&self, b: &B, cache: &mut B::KvCache, batch: &FlatBatch) -> Result<B::Tensor> {
+        let x = self.final_hidden(b, cache, batch)?;
+        let last = b.gather_rows(&x, &batch.logit_rows)?;
+        b.logits(&last, &self.weights.lm_head)
+    }
+
+    /// Runs the batch: writes its K/V into `cache` and returns every new
+    /// token's last hidden state after the final norm, `[tokens, hidden]`
+    /// (what the LM head reads; what an embedder pools).
+    pub fn final_hidden(
+        &self,
+        b: &B,
+        cache: &mut B::KvCache,
+        batch: &FlatBatch,
+    ) -> Result<B::Tensor> {
         let c = &self.config;
         let w = &self.weights;
         let eps = c.rms_norm_eps;
         let mut residual = b.embedding(&w.embedding, &batch.token_ids)?;
         let Some(first) = w.layers.first() else {
-            return b.logits(&b.rms_norm(&residual, &w.final_norm, eps)?, &w.lm_head);
+            return b.rms_norm(&residual, &w.final_norm, eps);
         };
         let mut x = b.rms_norm(&residual, &first.attn_norm, eps)?;
         for (i, layer) in w.layers.iter().enumerate() {
@@ -71,8 +85,7 @@ impl<B: Backend> LlamaModel<B> {
             };
             x = b.add_rms_norm(&mut residual, &down, next_norm, eps)?;
         }
-        let last = b.gather_rows(&x, &batch.logit_rows)?;
-        b.logits(&last, &w.lm_head)
+        Ok(x)
     }
 }
 

@@ -5,6 +5,7 @@ use tessera_engine::{Batch, Logits, Runner};
 
 use crate::backend::{Backend, KvCacheDtype, KvCacheShape};
 use crate::batch::FlatBatch;
+use crate::encoder::{EmbeddingHead, Pooling};
 use crate::error::{ModelError, Result};
 use crate::llama::LlamaModel;
 
@@ -25,6 +26,8 @@ pub struct ModelRunner<B: Backend> {
     model: LlamaModel<B>,
     cache: B::KvCache,
     cache_config: CacheConfig,
+    /// Set for a decoder used as an embedder: rows are pooled hidden states.
+    embedding: Option<EmbeddingHead>,
 }
 
 impl<B: Backend> ModelRunner<B> {
@@ -49,7 +52,16 @@ impl<B: Backend> ModelRunner<B> {
             model,
             cache,
             cache_config,
+            embedding: None,
         })
+    }
+
+    /// Makes the runner an embedder: each sequence's row is its pooled (and,
+    /// if `head` says so, normalized) final hidden state instead of logits.
+    /// Its engine must run in embedding mode (whole prompts).
+    pub fn with_embedding(mut self, head: EmbeddingHead) -> Self {
+        self.embedding = Some(head);
+        self
     }
 
     /// The model being run.
@@ -76,11 +88,62 @@ impl<B: Backend> ModelRunner<B> {
                 data: Vec::new(),
             });
         }
+        if let Some(head) = self.embedding {
+            return self.embed(batch, head);
+        }
         let (model, backend, cache) = (&self.model, &self.backend, &mut self.cache);
         let logits = backend.install(|| model.forward(backend, cache, batch))?;
         Ok(Logits {
             vocab_size: vocab,
             data: self.backend.take_host(logits)?,
+        })
+    }
+}
+
+impl<B: Backend> ModelRunner<B> {
+    /// One pooled vector per sequence of `batch`, each a whole input.
+    fn embed(&mut self, batch: &FlatBatch, head: EmbeddingHead) -> Result<Logits> {
+        let h = self.model.config.hidden_size;
+        let mut rows = Vec::with_capacity(batch.token_ids.len());
+        for s in &batch.seqs {
+            if s.context_len != s.query_len || s.query_len == 0 {
+                return Err(ModelError::InvalidBatch(
+                    "an embedder runs whole inputs only (the engine must be in embedding mode)"
+                        .into(),
+                ));
+            }
+            let all = s.query_start..s.query_start + s.query_len;
+            match head.pooling {
+                Pooling::Mean => rows.extend(all),
+                Pooling::Cls => rows.push(all.start),
+                Pooling::LastToken => rows.push(all.end - 1),
+            }
+        }
+        let (model, backend, cache) = (&self.model, &self.backend, &mut self.cache);
+        let hidden = backend.install(|| {
+            let x = model.final_hidden(backend, cache, batch)?;
+            backend.take_host(backend.gather_rows(&x, &rows)?)
+        })?;
+        let mut out = vec![0f32; batch.seqs.len() * h];
+        let mut at = 0;
+        for (s, dst) in batch.seqs.iter().zip(out.chunks_exact_mut(h)) {
+            let n = if head.pooling == Pooling::Mean {
+                s.query_len
+            } else {
+                1
+            };
+            let mine = &hidden[at * h..(at + n) * h];
+            at += n;
+            // The rows gathered are exactly the ones to pool.
+            let pooling = if n == 1 { Pooling::Cls } else { Pooling::Mean };
+            crate::encoder::bert::pool(mine, h, pooling, dst);
+            if head.normalize {
+                crate::encoder::bert::normalize(dst);
+            }
+        }
+        Ok(Logits {
+            vocab_size: h,
+            data: out,
         })
     }
 }

@@ -138,6 +138,9 @@ const LAYER_NAMES: &[(&str, &str)] = &[
     ("self_attn.k_norm.weight", "attn_k_norm.weight"),
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
+    // Phi-3's fused projections, under llama.cpp's names for them.
+    ("self_attn.qkv_proj.weight", "attn_qkv.weight"),
+    ("mlp.gate_up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
 ];
 

@@ -112,12 +112,24 @@ pub fn load_weights<B: Backend>(
         config.tie_word_embeddings = true;
         embedding.clone()
     };
+    if c.fused_projections() && loader.src.contains("rope_factors_long.weight") {
+        return Err(ModelError::format(
+            loader.src.path(),
+            "LongRoPE (rope_factors_long, Phi-3's 128k variants) is not supported",
+        ));
+    }
     let mut layers = Vec::with_capacity(c.num_layers);
     for i in 0..c.num_layers {
         let name = |t: &str| format!("blk.{i}.{t}");
-        let q = loader.matrix(&name("attn_q.weight"), c.q_width(), c.hidden_size)?;
-        let k = loader.matrix(&name("attn_k.weight"), c.kv_width(), c.hidden_size)?;
-        let v = loader.matrix(&name("attn_v.weight"), c.kv_width(), c.hidden_size)?;
+        let qkv_parts = if c.fused_projections() {
+            vec![loader.matrix(&name("attn_qkv.weight"), c.qkv_width(), c.hidden_size)?]
+        } else {
+            vec![
+                loader.matrix(&name("attn_q.weight"), c.q_width(), c.hidden_size)?,
+                loader.matrix(&name("attn_k.weight"), c.kv_width(), c.hidden_size)?,
+                loader.matrix(&name("attn_v.weight"), c.kv_width(), c.hidden_size)?,
+            ]
+        };
         let qkv_bias = if c.qkv_bias {
             let mut b = loader.vector(&name("attn_q.bias"), c.q_width())?;
             b.extend(loader.vector(&name("attn_k.bias"), c.kv_width())?);
@@ -140,12 +152,19 @@ pub fn load_weights<B: Backend>(
         } else {
             (None, None)
         };
-        let gate = loader.matrix(&name("ffn_gate.weight"), c.intermediate_size, c.hidden_size)?;
-        let up = loader.matrix(&name("ffn_up.weight"), c.intermediate_size, c.hidden_size)?;
+        let gate_up_parts = if c.fused_projections() {
+            let rows = 2 * c.intermediate_size;
+            vec![loader.matrix(&name("ffn_up.weight"), rows, c.hidden_size)?]
+        } else {
+            vec![
+                loader.matrix(&name("ffn_gate.weight"), c.intermediate_size, c.hidden_size)?,
+                loader.matrix(&name("ffn_up.weight"), c.intermediate_size, c.hidden_size)?,
+            ]
+        };
         layers.push(LayerWeights {
             attn_norm: backend
                 .upload_vector(loader.vector(&name("attn_norm.weight"), c.hidden_size)?)?,
-            qkv: backend.upload_linear(vec![q, k, v], qkv_bias)?,
+            qkv: backend.upload_linear(qkv_parts, qkv_bias)?,
             q_norm,
             k_norm,
             o: backend.upload_linear(
@@ -154,7 +173,7 @@ pub fn load_weights<B: Backend>(
             )?,
             ffn_norm: backend
                 .upload_vector(loader.vector(&name("ffn_norm.weight"), c.hidden_size)?)?,
-            gate_up: backend.upload_linear(vec![gate, up], None)?,
+            gate_up: backend.upload_linear(gate_up_parts, None)?,
             down: backend.upload_linear(
                 vec![loader.matrix(
                     &name("ffn_down.weight"),

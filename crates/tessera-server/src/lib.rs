@@ -46,7 +46,9 @@ mod tracker;
 
 pub use config::{ConfigError, Limits, RateLimitConfig, ServerConfig, DEFAULT_MAX_BODY_BYTES};
 pub use error::ApiError;
-pub use registry::{ModelManager, Route, ServedModel, SESSION_HEADER, VERSION_HEADER};
+pub use registry::{
+    EmbeddingInfo, ModelManager, Route, ServedModel, SESSION_HEADER, VERSION_HEADER,
+};
 pub use routes::router;
 pub use sampling::MAX_N;
 pub use server::{serve, shutdown_signal, ClientAddr};

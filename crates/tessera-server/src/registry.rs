@@ -43,6 +43,20 @@ pub struct ServedModel {
     pub created: u64,
     /// Identifies the serving configuration in responses (`system_fingerprint`).
     pub fingerprint: String,
+    /// Set for an embedding model: it serves `/v1/embeddings` and no text.
+    pub embedding: Option<EmbeddingInfo>,
+}
+
+/// What the embeddings endpoint needs to know of an embedding model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingInfo {
+    /// Length of its vectors.
+    pub dimensions: usize,
+    /// Whether its vectors are unit length (shortened ones are rescaled).
+    pub normalized: bool,
+    /// Whether it was trained for shortened vectors (Matryoshka), which is
+    /// what a request's `dimensions` needs.
+    pub matryoshka: bool,
 }
 
 impl ServedModel {
@@ -61,6 +75,28 @@ impl ServedModel {
             text,
             created: crate::ids::unix_now(),
             fingerprint,
+            embedding: None,
+        }
+    }
+
+    /// Marks the model as an embedding model.
+    pub fn with_embedding(mut self, info: EmbeddingInfo) -> Self {
+        self.embedding = Some(info);
+        self
+    }
+
+    /// A 400 for a text-generation endpoint when this is an embedding model.
+    pub fn require_generative(&self, endpoint: &str) -> Result<(), ApiError> {
+        match self.embedding {
+            None => Ok(()),
+            Some(_) => Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "The model `{}` is an embedding model: it does not serve {endpoint}; \
+                     use /v1/embeddings",
+                    self.name
+                ),
+            )),
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::invariants::{check_finite, check_shape};
 use super::request_state::{QueueOrder, RequestState};
 use super::sample_state::SampleState;
-use super::{EngineConfig, EngineStats};
+use super::{EngineConfig, EngineStats, EngineTask};
 use crate::batch::{Batch, SequenceChunk};
 use crate::block_pool::BlockPool;
 use crate::detokenize::TokenDecoder;
@@ -45,17 +45,22 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         stats: Arc<EngineStats>,
         on_admit: Box<dyn Fn() + Send>,
     ) -> Self {
+        let embed = config.task == EngineTask::Embed;
         let pool = BlockPool::new(
             runner.num_blocks(),
             runner.block_size(),
-            config.enable_prefix_caching,
+            config.enable_prefix_caching && !embed,
         );
         let max_len = max_sequence_len(&runner);
+        // An embedding prompt runs whole, so a step must be able to hold the
+        // longest one.
+        let min_budget = if embed { max_len } else { 1 };
         let scheduler = Scheduler::new(
             SchedulerConfig {
-                max_num_batched_tokens: config.max_num_batched_tokens.max(1),
+                max_num_batched_tokens: config.max_num_batched_tokens.max(min_budget),
                 max_num_seqs: config.max_num_seqs.max(1),
                 max_batch_seqs: config.max_batch_seqs.max(1),
+                whole_prompts: embed,
             },
             pool,
         );
@@ -241,8 +246,38 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
                 continue;
             }
             self.scheduler.mark_computed(p.seq, p.num_tokens);
-            self.on_logits(p.seq, logits);
+            match self.config.task {
+                EngineTask::Generate => self.on_logits(p.seq, logits),
+                EngineTask::Embed => self.on_embedding(p.seq, logits),
+            }
         }
+    }
+
+    /// Sends an embedding request its vector (the runner's row) and ends it,
+    /// freeing its blocks.
+    fn on_embedding(&mut self, seq_id: SeqId, row: &[f32]) {
+        let Some(request) = self.samples.get(&seq_id).map(|s| s.request) else {
+            return;
+        };
+        let Some(state) = self.requests.get_mut(&request) else {
+            return;
+        };
+        let now = Instant::now();
+        state.first_token.get_or_insert(now);
+        let output = RequestOutput {
+            embedding: Some(row.to_vec()),
+            finish_reason: Some(FinishReason::Stop),
+            usage: Some(Usage {
+                prompt_tokens: state.prompt.len(),
+                completion_tokens: 0,
+                cached_prompt_tokens: 0,
+            }),
+            timings: Some(state.timings(now)),
+            ..RequestOutput::default()
+        };
+        // Whether or not the client is still there, the request is complete.
+        let _ = state.sink.send(output);
+        self.abort(request);
     }
 
     /// Fails every request with a sequence in `planned`.

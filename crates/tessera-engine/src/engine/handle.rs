@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::core::{max_sequence_len, EngineCore};
-use super::{EngineConfig, EngineStats, StatsSnapshot};
+use super::{EngineConfig, EngineStats, EngineTask, StatsSnapshot};
 use crate::detokenize::TokenDecoder;
 use crate::request::{Request, RequestId, RequestOutput};
 use crate::runner::Runner;
@@ -50,6 +50,7 @@ struct Limits {
     max_len: usize,
     vocab_size: usize,
     max_waiting: usize,
+    task: EngineTask,
 }
 
 struct Shared {
@@ -125,6 +126,7 @@ where
             max_len: max_sequence_len(&runner),
             vocab_size: config.vocab_size,
             max_waiting: config.max_waiting_requests,
+            task: config.task,
         },
         waiting: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
@@ -191,13 +193,23 @@ impl EngineHandle {
         if prompt.is_empty() {
             return Err(SubmitError::Invalid("the prompt is empty".into()));
         }
-        if prompt.len() >= limits.max_len {
-            return Err(SubmitError::Invalid(format!(
-                "the prompt has {} tokens, but this model's context (or KV cache) holds {} \
-                 including at least one generated token",
-                prompt.len(),
-                limits.max_len
-            )));
+        match limits.task {
+            EngineTask::Generate if prompt.len() >= limits.max_len => {
+                return Err(SubmitError::Invalid(format!(
+                    "the prompt has {} tokens, but this model's context (or KV cache) holds {} \
+                     including at least one generated token",
+                    prompt.len(),
+                    limits.max_len
+                )));
+            }
+            EngineTask::Embed if prompt.len() > limits.max_len => {
+                return Err(SubmitError::Invalid(format!(
+                    "the input has {} tokens, but this model takes at most {}",
+                    prompt.len(),
+                    limits.max_len
+                )));
+            }
+            _ => {}
         }
         if let Some(bad) = prompt.iter().find(|&&t| t as usize >= limits.vocab_size) {
             return Err(SubmitError::Invalid(format!(
@@ -232,6 +244,11 @@ impl EngineHandle {
             tx: self.tx.clone(),
             finished: false,
         })
+    }
+
+    /// Whether this engine generates text or computes embeddings.
+    pub fn task(&self) -> EngineTask {
+        self.shared.limits.task
     }
 
     /// The engine's counters and gauges.

@@ -9,6 +9,19 @@ mod sample_state;
 
 pub use handle::{spawn, EngineExit, EngineHandle, OutputStream, SubmitError};
 
+/// What an engine's model computes for a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EngineTask {
+    /// Next-token logits: prompts are prefilled (in chunks) and continued.
+    #[default]
+    Generate,
+    /// One vector per prompt (an embedding model: the runner's row for a
+    /// sequence is its pooled embedding). Each prompt runs whole in one step,
+    /// because an encoder attends both ways; the request ends with that step
+    /// and its blocks go back at once (no prefix cache: nothing is kept).
+    Embed,
+}
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Engine settings.
@@ -29,6 +42,8 @@ pub struct EngineConfig {
     pub eos_token_ids: Vec<u32>,
     /// Size of the model's vocabulary (token ids must be below it).
     pub vocab_size: usize,
+    /// Generation or embeddings.
+    pub task: EngineTask,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +56,7 @@ impl Default for EngineConfig {
             enable_prefix_caching: true,
             eos_token_ids: Vec::new(),
             vocab_size: 0,
+            task: EngineTask::Generate,
         }
     }
 }

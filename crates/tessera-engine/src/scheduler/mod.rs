@@ -34,6 +34,9 @@ pub struct SchedulerConfig {
     /// Most batch-priority sequences running at once (the rest of the slots
     /// stay free for interactive work).
     pub max_batch_seqs: usize,
+    /// Admit a prompt only when all of it fits in the step (no chunked
+    /// prefill): an encoder must see every token of a sequence at once.
+    pub whole_prompts: bool,
 }
 
 /// One sequence's share of a step.
@@ -287,6 +290,9 @@ impl Scheduler {
             seq.num_computed = cached.len() * block_size;
             seq.num_cached_blocks = cached.len();
             seq.block_table = cached.clone();
+        }
+        if self.config.whole_prompts && seq.num_uncomputed() > budget {
+            return None;
         }
         let num_tokens = seq.num_uncomputed().min(budget);
         let needed = seq.blocks_needed(num_tokens, block_size);

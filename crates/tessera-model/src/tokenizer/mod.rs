@@ -62,6 +62,13 @@ impl Tokenizer {
                 ModelError::Tokenizer(format!("{}: malformed tokenizer file", path.display()))
             })?
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        // A tokenizer.json may pad or truncate to a training length (BERT's
+        // pad to 128); lengths are the server's to check, never silently changed.
+        let mut inner = inner;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
         let mut tokenizer = Self {
             inner,
             bos_token_id: None,

@@ -110,6 +110,30 @@ pub fn write_gguf(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     skip: &[&str],
 ) {
+    write_gguf_full(path, shape, arch, dtype, tensors, skip, &[]);
+}
+
+/// [`write_gguf`] with `extra` u32 metadata keys.
+pub fn write_gguf_with(
+    path: &Path,
+    shape: TinyShape,
+    arch: &str,
+    dtype: GgmlDType,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    extra: &[(&str, u32)],
+) {
+    write_gguf_full(path, shape, arch, dtype, tensors, &[], extra);
+}
+
+fn write_gguf_full(
+    path: &Path,
+    shape: TinyShape,
+    arch: &str,
+    dtype: GgmlDType,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    skip: &[&str],
+    extra: &[(&str, u32)],
+) {
     let dev = Device::Cpu;
     let qtensors: Vec<(String, QTensor)> = tensors
         .iter()
@@ -125,7 +149,7 @@ pub fn write_gguf(
         })
         .collect();
     let key = |k: &str| format!("{arch}.{k}");
-    let md: Vec<(String, Value)> = vec![
+    let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         (key("context_length"), Value::U32(512)),
         (key("embedding_length"), Value::U32(shape.hidden as u32)),
@@ -147,6 +171,7 @@ pub fn write_gguf(
         ),
         (key("vocab_size"), Value::U32(shape.vocab as u32)),
     ];
+    md.extend(extra.iter().map(|(k, v)| (k.to_string(), Value::U32(*v))));
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(path).expect("create gguf");
@@ -174,6 +199,11 @@ fn hf_name(gguf: &str) -> String {
         "attn_q.bias" => "self_attn.q_proj.bias",
         "attn_k.bias" => "self_attn.k_proj.bias",
         "attn_v.bias" => "self_attn.v_proj.bias",
+        "attn_q_norm.weight" => "self_attn.q_norm.weight",
+        "attn_qkv.weight" => "self_attn.qkv_proj.weight",
+        // Test-only name: Phi-3's fused gate|up (llama.cpp calls it ffn_up).
+        "ffn_gate_up.weight" => "mlp.gate_up_proj.weight",
+        "attn_k_norm.weight" => "self_attn.k_norm.weight",
         "attn_output.weight" => "self_attn.o_proj.weight",
         "ffn_gate.weight" => "mlp.gate_proj.weight",
         "ffn_up.weight" => "mlp.up_proj.weight",
@@ -192,8 +222,27 @@ pub fn write_hf_dir(
     dtype: DType,
     tensors: &[(String, Vec<usize>, Vec<f32>)],
 ) -> PathBuf {
+    write_hf_dir_with(
+        dir,
+        shape,
+        architecture,
+        dtype,
+        tensors,
+        &serde_json::json!({}),
+    )
+}
+
+/// [`write_hf_dir`] with `extra` config.json keys over the defaults.
+pub fn write_hf_dir_with(
+    dir: &Path,
+    shape: TinyShape,
+    architecture: &str,
+    dtype: DType,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    extra: &serde_json::Value,
+) -> PathBuf {
     std::fs::create_dir_all(dir).expect("mkdir");
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "architectures": [architecture],
         "hidden_size": shape.hidden,
         "intermediate_size": shape.intermediate,
@@ -212,6 +261,11 @@ pub fn write_hf_dir(
         "bos_token_id": 1,
         "eos_token_id": 2,
     });
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            config.insert(k.clone(), v.clone());
+        }
+    }
     std::fs::write(dir.join("config.json"), config.to_string()).expect("config.json");
     let dev = Device::Cpu;
     let map: HashMap<String, Tensor> = tensors

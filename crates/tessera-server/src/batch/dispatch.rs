@@ -1,5 +1,5 @@
 //! Running one batch line: its body goes through the server's own
-//! generation routes, in process, with a context that marks it batch
+//! model routes (chat, completions, embeddings), in process, with a context that marks it batch
 //! priority. So a line gets exactly what the same request online would
 //! (validation, defaults, errors and all), only scheduled behind
 //! interactive work.
@@ -60,7 +60,7 @@ pub fn unrun_line(custom_id: &str, code: &str, message: &str) -> Value {
     })
 }
 
-/// The generation routes of a server, for lines.
+/// The model routes of a server, for lines.
 #[derive(Clone)]
 pub struct Dispatcher {
     router: Router,

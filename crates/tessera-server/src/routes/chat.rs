@@ -51,6 +51,7 @@ pub async fn chat_completions(
     let chat: ChatFields = typed(body)?;
     let route = route(&state, &ctx, &headers, fields.route_request()?).await?;
     let model = route.model.clone();
+    model.require_generative("/v1/chat/completions")?;
     let limits = &state.config().limits;
 
     let messages = messages::normalize(&chat.messages)?;
@@ -217,7 +218,7 @@ impl ChatStream {
             usage_chunk,
         );
         let (index, out) = match step.await {
-            StreamStep::Output(index, out) => (index, out),
+            StreamStep::Output(index, out) => (index, *out),
             StreamStep::Events(events) => return Some(events),
         };
         let lps = visible_logprobs(&out);

@@ -101,6 +101,7 @@ pub async fn completions(
     let req: CompletionFields = typed(body)?;
     let route = route(&state, &ctx, &headers, fields.route_request()?).await?;
     let model = route.model.clone();
+    model.require_generative("/v1/completions")?;
     let limits = &state.config().limits;
     let n = fields.n.unwrap_or(1);
     if let Some(best_of) = req.best_of.filter(|&b| b != n) {
@@ -319,7 +320,7 @@ impl CompletionStream {
             usage_chunk,
         );
         let (index, out) = match step.await {
-            StreamStep::Output(index, out) => (index, out),
+            StreamStep::Output(index, out) => (index, *out),
             StreamStep::Events(events) => return Some(events),
         };
         let lps = visible_logprobs(&out);

@@ -2,6 +2,7 @@
 
 mod chat;
 mod completions;
+mod embeddings;
 mod health;
 mod metrics;
 mod models;
@@ -87,12 +88,13 @@ pub fn router(state: AppState) -> Router {
     router.with_state(state)
 }
 
-/// The routes that generate: the same handlers serve clients and batch
+/// The routes that run models: the same handlers serve clients and batch
 /// lines (run in process, see [`crate::batch`]).
 pub(crate) fn generation_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -30,7 +30,7 @@ pub fn done_event() -> Event {
 /// The next step of a streamed response, after what every endpoint does alike.
 pub enum StreamStep {
     /// Choice `index` produced `output`; its usage is already counted.
-    Output(usize, RequestOutput),
+    Output(usize, Box<RequestOutput>),
     /// Events to send as they are: an error event, or the stream's end.
     Events(Vec<Event>),
 }
@@ -57,7 +57,7 @@ pub async fn next_step(
             if let Some(u) = &out.usage {
                 usage.add(u);
             }
-            StreamStep::Output(index, out)
+            StreamStep::Output(index, Box::new(out))
         }
     }
 }

@@ -14,7 +14,7 @@
 //!   ([`memory`]); a batch's metadata is uploaded once per forward ([`meta`]).
 //!
 //! **Status: compiled, never run.** No GPU was available where this was
-//! written; `crates/tessera-model/tests/cuda_backend.rs` holds the checks a
+//! written; `crates/tessera-model/tests/cuda_backend/` holds the checks a
 //! machine with one runs (every operation against the CPU backend, logits of
 //! random Llama and Qwen2 models, batch invariance, greedy outputs), and
 //! `scripts/gpu-check` prepares them. CUDA graphs for decode steps are not

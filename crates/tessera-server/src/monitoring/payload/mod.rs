@@ -27,12 +27,12 @@ pub const RESPONSE_TYPE: &str = "org.kubeflow.serving.inference.response";
 pub enum Sink {
     /// JSON lines appended to this file, rotated by size.
     File(PathBuf),
-    /// CloudEvents POSTed to this `http://` URL.
+    /// CloudEvents POSTed to this `http://` or `https://` URL.
     Http(String),
 }
 
 impl Sink {
-    /// Parses `file:PATH` or `http://HOST[:PORT][/PATH]`.
+    /// Parses `file:PATH` or `http[s]://HOST[:PORT][/PATH]`.
     pub fn parse(spec: &str) -> Result<Sink, String> {
         if let Some(path) = spec.strip_prefix("file:") {
             if path.is_empty() {
@@ -40,19 +40,12 @@ impl Sink {
             }
             return Ok(Sink::File(PathBuf::from(path)));
         }
-        if spec.starts_with("http://") {
+        if spec.starts_with("http://") || spec.starts_with("https://") {
             http::Target::parse(spec)?;
             return Ok(Sink::Http(spec.to_string()));
         }
-        if spec.starts_with("https://") {
-            return Err(
-                "https:// sinks are not supported yet (no TLS client): send to an \
-                 http:// collector on the same host or network"
-                    .into(),
-            );
-        }
         Err(format!(
-            "'{spec}' is not a sink: expected file:PATH or http://HOST[:PORT]/PATH"
+            "'{spec}' is not a sink: expected file:PATH or http[s]://HOST[:PORT]/PATH"
         ))
     }
 
@@ -203,9 +196,17 @@ impl PayloadLogger {
                 }
                 Sink::Http(url) => {
                     let target = http::Target::parse(url).map_err(prometheus::Error::Msg)?;
+                    let tls = if target.is_tls() {
+                        let extra = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+                        let client = http::tls_client(extra.as_deref())
+                            .map_err(|e| prometheus::Error::Msg(format!("{label}: {e}")))?;
+                        Some(client)
+                    } else {
+                        None
+                    };
                     std::thread::Builder::new()
                         .name(name)
-                        .spawn(move || http::run(target, rx, ok, failed))
+                        .spawn(move || http::run(target, tls, rx, ok, failed))
                 }
             };
             spawned.map_err(|e| prometheus::Error::Msg(format!("payload sink thread: {e}")))?;

@@ -32,7 +32,14 @@ fn sinks_parse_and_bad_ones_are_named() {
         Ok("http://127.0.0.1:9/log".to_string()),
         "credentials never reach a label"
     );
-    assert!(Sink::parse("https://x").unwrap_err().contains("https"));
+    assert_eq!(
+        Sink::parse("https://collector:8443/e").map(|s| s.label()),
+        Ok("https://collector:8443/e".to_string())
+    );
+    assert_eq!(
+        Sink::parse("https://collector/e").map(|s| s.label()),
+        Ok("https://collector:443/e".to_string())
+    );
     assert!(Sink::parse("file:").is_err());
     assert!(Sink::parse("kafka://x").unwrap_err().contains("file:PATH"));
     assert!(Sink::parse("http://h:port/").unwrap_err().contains("port"));
@@ -169,4 +176,127 @@ fn sampling_keeps_a_requests_events_together() {
     assert!(PayloadLogger::start(PayloadLogConfig::default(), &registry)
         .unwrap()
         .is_none());
+}
+
+/// A one-connection HTTPS collector on loopback with a certificate made here:
+/// returns its port, the certificate's PEM, and the request it will receive.
+fn https_collector() -> (u16, String, std::thread::JoinHandle<Option<String>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_pem = made.cert.pem();
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(made.signing_key.serialize_pem().as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    // `localhost` may resolve to ::1 first: listen where the sink will connect.
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 0))
+        .unwrap()
+        .next()
+        .unwrap();
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().ok()?;
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .ok()?;
+        let tls = StreamOwned::new(ServerConnection::new(config).ok()?, tcp);
+        let mut reader = BufReader::new(tls);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))?
+            .parse()
+            .ok()?;
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        let mut tls = reader.into_inner();
+        tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .ok()?;
+        tls.flush().ok()?;
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        Some(head + &String::from_utf8(body).ok()?)
+    });
+    (port, cert_pem, server)
+}
+
+#[test]
+fn https_sinks_deliver_over_tls_to_a_server_they_trust() {
+    let (port, cert_pem, server) = https_collector();
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("ca.pem");
+    std::fs::write(&roots, cert_pem).unwrap();
+    let target = http::Target::parse(&format!("https://localhost:{port}/events")).unwrap();
+    let tls = http::tls_client(Some(&roots)).unwrap();
+    let (tx, rx) = sync_channel(4);
+    let (ok, failed) = (
+        prometheus::IntCounter::new("ok", "ok").unwrap(),
+        prometheus::IntCounter::new("failed", "failed").unwrap(),
+    );
+    tx.send(event("req-tls", REQUEST_TYPE)).unwrap();
+    drop(tx);
+    http::run(target, Some(tls), rx, ok.clone(), failed.clone());
+    let received = server.join().unwrap().expect("the collector got a request");
+    assert!(
+        received.starts_with("POST /events HTTP/1.1\r\n"),
+        "{received}"
+    );
+    assert!(
+        received.lines().any(|l| l == "ce-id: req-tls"),
+        "{received}"
+    );
+    let body: Value = serde_json::from_str(received.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["prompt"], "hello");
+    assert_eq!((ok.get(), failed.get()), (1, 0));
+}
+
+#[test]
+fn https_sinks_refuse_a_server_they_do_not_trust() {
+    let (port, _, server) = https_collector();
+    let target = http::Target::parse(&format!("https://localhost:{port}/events")).unwrap();
+    // The built-in roots alone: the collector's self-signed certificate fails.
+    let tls = http::tls_client(None).unwrap();
+    let (tx, rx) = sync_channel(4);
+    let (ok, failed) = (
+        prometheus::IntCounter::new("ok", "ok").unwrap(),
+        prometheus::IntCounter::new("failed", "failed").unwrap(),
+    );
+    tx.send(event("req-untrusted", REQUEST_TYPE)).unwrap();
+    drop(tx);
+    http::run(target, Some(tls), rx, ok.clone(), failed.clone());
+    assert_eq!((ok.get(), failed.get()), (0, 1));
+    assert_eq!(
+        server.join().unwrap(),
+        None,
+        "no request reached the collector"
+    );
+}
+
+#[test]
+fn a_roots_file_without_certificates_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let err = http::tls_client(Some(&empty)).unwrap_err();
+    assert!(err.contains("empty.pem"), "{err}");
 }

@@ -8,7 +8,7 @@
 //! that reduce over `k` in one pass (no split-K), and every batch size that
 //! algorithm supports (`cublasLtMatmulAlgoCheck`) uses it: each output element
 //! is then one dot product in one fixed order whatever `m` is. Whether this
-//! holds bit for bit on a GPU is what `tests/cuda_backend.rs` checks.
+//! holds bit for bit on a GPU is what `tests/cuda_backend/` checks.
 
 use cudarc::cublaslt::sys;
 
