@@ -121,7 +121,7 @@ async fn run_async(args: RunBatchArgs) -> Result<()> {
             async move {
                 let outcome = dispatcher.run(&line.url, line.body).await;
                 progress.inc(1);
-                (i, outcome.to_line(&line.custom_id).to_string())
+                (i, outcome.to_line(&line.custom_id))
             }
         })
         .buffer_unordered(concurrency)

@@ -42,17 +42,33 @@ fn start(data_dir: &Path, extra: &[&str]) -> (Server, SocketAddr) {
 /// [`start`], also counting the completions the server answered with 200
 /// (from its request log lines).
 fn start_counting(data_dir: &Path, extra: &[&str]) -> (Server, SocketAddr, Arc<AtomicUsize>) {
+    let mut flags = vec!["--max-model-len", "2048", "--kv-cache-memory", "128MiB"];
+    flags.extend_from_slice(extra);
+    start_model(
+        &Path::new(ROOT).join(common::DEFAULT_MODEL),
+        "smol",
+        data_dir,
+        &flags,
+    )
+}
+
+/// [`start_counting`] with another model.
+fn start_model(
+    model: &Path,
+    name: &str,
+    data_dir: &Path,
+    extra: &[&str],
+) -> (Server, SocketAddr, Arc<AtomicUsize>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args([
             "serve",
             "--port",
             "0",
             "--served-model-name",
-            "smol",
+            name,
             "--model",
         ])
-        .arg(Path::new(ROOT).join(common::DEFAULT_MODEL))
-        .args(["--max-model-len", "2048", "--kv-cache-memory", "128MiB"])
+        .arg(model)
         .args(["--api-key", KEY, "--api-key", OTHER_KEY])
         .arg("--data-dir")
         .arg(data_dir)
@@ -374,4 +390,61 @@ fn run_batch_answers_every_line_offline_in_input_order() {
         stderr.contains("line 2:") && stderr.contains("invalid_json_line"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_embeddings_batch_gives_what_the_same_requests_give_online() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let minilm = Path::new(ROOT).join("models/all-MiniLM-L6-v2");
+    // One line at a time, as the online requests run: the same batch shapes.
+    let (_server, addr, _) = start_model(
+        &minilm,
+        "mini",
+        &dir.path().join("data"),
+        &["--batch-concurrency", "1"],
+    );
+    let bodies = [
+        json!({"model": "mini", "input": ["a first sentence", "and a second one"]}),
+        json!({"model": "mini", "input": "one more", "encoding_format": "base64"}),
+    ];
+    let lines: Vec<String> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({"custom_id": format!("e{i}"), "method": "POST", "url": "/v1/embeddings",
+                   "body": body})
+            .to_string()
+        })
+        .collect();
+    let file = upload(addr, &lines.join("\n"));
+    let body =
+        json!({"input_file_id": file, "endpoint": "/v1/embeddings", "completion_window": "24h"});
+    let r = call(
+        addr,
+        "POST",
+        "/v1/batches",
+        "application/json",
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let batch = r.json()["id"].as_str().expect("id").to_string();
+    let done = poll(addr, &batch, |b| b["status"] == "completed");
+    let outputs = file_lines(addr, &done["output_file_id"]);
+    assert_eq!(outputs.len(), bodies.len());
+    for (output, body) in outputs.iter().zip(&bodies) {
+        let online = call(
+            addr,
+            "POST",
+            "/v1/embeddings",
+            "application/json",
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(online.status, 200);
+        assert_eq!(output["response"]["status_code"], 200);
+        assert_eq!(
+            output["response"]["body"]["data"],
+            online.json()["data"],
+            "{output}"
+        );
+    }
 }

@@ -24,8 +24,9 @@ pub struct LineOutcome {
     pub status_code: u16,
     /// The request id it ran under.
     pub request_id: String,
-    /// The response body (JSON).
-    pub body: Value,
+    /// The response body: the handler's JSON text, kept verbatim (parsing
+    /// and printing it again could change a float's last digit).
+    pub body: String,
 }
 
 impl LineOutcome {
@@ -34,18 +35,18 @@ impl LineOutcome {
         (200..300).contains(&self.status_code)
     }
 
-    /// The output line, OpenAI's format.
-    pub fn to_line(&self, custom_id: &str) -> Value {
-        json!({
-            "id": crate::ids::new_id("batch_req_"),
-            "custom_id": custom_id,
-            "response": {
-                "status_code": self.status_code,
-                "request_id": self.request_id,
-                "body": self.body,
-            },
-            "error": null,
-        })
+    /// The output line, OpenAI's format, with the body as the handler
+    /// wrote it.
+    pub fn to_line(&self, custom_id: &str) -> String {
+        let text = |s: &str| Value::String(s.to_string()).to_string();
+        format!(
+            r#"{{"id":{},"custom_id":{},"response":{{"status_code":{},"request_id":{},"body":{}}},"error":null}}"#,
+            text(&crate::ids::new_id("batch_req_")),
+            text(custom_id),
+            self.status_code,
+            text(&self.request_id),
+            self.body,
+        )
     }
 }
 
@@ -102,8 +103,13 @@ impl Dispatcher {
             Ok(collected) => collected.to_bytes(),
             Err(e) => return internal(request_id, &format!("reading the response: {e}")),
         };
-        let body = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        // The handlers answer compact JSON, kept as is; anything else (never
+        // expected) is made one JSON line.
+        let body = match serde_json::from_slice::<Value>(&body) {
+            Ok(_) if !body.contains(&b'\n') => String::from_utf8_lossy(&body).into_owned(),
+            Ok(value) => value.to_string(),
+            Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()).to_string(),
+        };
         LineOutcome {
             status_code,
             request_id,
@@ -121,6 +127,7 @@ fn internal(request_id: String, message: &str) -> LineOutcome {
     LineOutcome {
         status_code: 500,
         request_id,
-        body: json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}}),
+        body: json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
+            .to_string(),
     }
 }

@@ -164,7 +164,7 @@ async fn run_lines(
             stopped.get_or_insert(BatchStatus::Expired);
             continue;
         };
-        let result = outcome.to_line(&line.custom_id).to_string();
+        let result = outcome.to_line(&line.custom_id);
         let failed = !outcome.succeeded();
         let id = id.clone();
         batches
