@@ -100,6 +100,7 @@ fn start(model: &Path, max_seqs: usize) -> anyhow::Result<(EngineHandle, usize)>
         kv_cache_dtype: kv_dtype()?,
         max_num_batched_tokens: 512,
         max_num_seqs: max_seqs,
+        batch_max_running: None,
         no_prefix_caching: false,
         max_waiting_requests: 4096,
     };

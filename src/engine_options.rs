@@ -37,6 +37,12 @@ pub struct EngineArgs {
     /// Most sequences running at once.
     #[arg(long, env = "TESSERA_MAX_NUM_SEQS", default_value_t = 64)]
     pub max_num_seqs: usize,
+    /// Most batch-priority sequences (batch jobs, `service_tier: "flex"`)
+    /// running at once; the other slots stay free for interactive requests,
+    /// which also preempt running batch work [default: half of
+    /// max-num-seqs, at least 1].
+    #[arg(long, env = "TESSERA_BATCH_MAX_RUNNING", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_max_running: Option<u64>,
     /// Turn off reuse of cached prompt prefixes [default: off].
     #[arg(long, env = "TESSERA_NO_PREFIX_CACHING", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub no_prefix_caching: bool,
@@ -74,6 +80,9 @@ impl EngineArgs {
             kv_cache_dtype: self.kv_cache_dtype,
             max_num_batched_tokens: self.max_num_batched_tokens,
             max_num_seqs: self.max_num_seqs,
+            batch_max_running: self
+                .batch_max_running
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             no_prefix_caching: self.no_prefix_caching,
             max_waiting_requests: self.max_waiting_requests,
         }
@@ -135,6 +144,9 @@ pub struct EngineOptions {
     pub max_num_batched_tokens: usize,
     /// Most sequences running at once.
     pub max_num_seqs: usize,
+    /// Most batch-priority sequences running at once (`None`: half of
+    /// `max_num_seqs`).
+    pub batch_max_running: Option<usize>,
     /// Do not reuse cached prompt prefixes.
     pub no_prefix_caching: bool,
     /// Most requests waiting for admission.
@@ -218,6 +230,7 @@ mod tests {
             kv_cache_dtype: KvCacheDtype::F16,
             max_num_batched_tokens: 512,
             max_num_seqs: 64,
+            batch_max_running: None,
             no_prefix_caching: false,
             max_waiting_requests: 4096,
         }

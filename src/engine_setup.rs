@@ -289,6 +289,10 @@ fn start_encoder(
         EngineConfig {
             max_num_batched_tokens: options.max_num_batched_tokens,
             max_num_seqs: options.max_num_seqs,
+            max_batch_seqs: options
+                .batch_max_running
+                .unwrap_or(options.max_num_seqs / 2)
+                .max(1),
             enable_prefix_caching: false,
             max_waiting_requests: options.max_waiting_requests,
             eos_token_ids: Vec::new(),
@@ -374,6 +378,10 @@ fn start_engine<B: Backend + 'static>(
         EngineConfig {
             max_num_batched_tokens: options.max_num_batched_tokens,
             max_num_seqs: options.max_num_seqs,
+            max_batch_seqs: options
+                .batch_max_running
+                .unwrap_or(options.max_num_seqs / 2)
+                .max(1),
             enable_prefix_caching: !options.no_prefix_caching,
             max_waiting_requests: options.max_waiting_requests,
             eos_token_ids: tokenizer.eos_token_ids().to_vec(),

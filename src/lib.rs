@@ -8,5 +8,6 @@ pub mod fd_limit;
 pub mod generate;
 pub mod logging;
 pub mod model_path;
+pub mod run_batch;
 pub mod serve;
 pub mod text_model;

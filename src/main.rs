@@ -29,6 +29,9 @@ enum Command {
     /// Benchmark any OpenAI-compatible server (tessera, llama-server, vLLM)
     /// from the client side: TTFT, TPOT, ITL, latency, throughput, goodput.
     Bench(Box<tessera_bench::BenchCommand>),
+    /// Run a batch file offline, without a server (vLLM's `run-batch`
+    /// formats: OpenAI batch lines in, one output line per input line out).
+    RunBatch(Box<tessera::run_batch::RunBatchArgs>),
     /// Drift monitoring tools.
     #[command(subcommand)]
     Drift(DriftCommand),
@@ -117,6 +120,7 @@ fn main() -> Result<()> {
             serve::run(*args, models)
         }
         Command::Generate(args) => generate::run(args),
+        Command::RunBatch(args) => tessera::run_batch::run(*args),
         Command::Bench(command) => Ok(tessera_bench::bench::run(*command)?),
         Command::Drift(DriftCommand::Baseline {
             from,

@@ -104,11 +104,9 @@ impl Tree {
             return Some(self.has(token) || in_crate);
         }
         let is_source_name = !token.contains('/')
-            && SOURCE_EXTENSIONS.iter().any(|x| {
-                token
-                    .strip_suffix(&format!(".{x}"))
-                    .is_some_and(|stem| is_name(stem))
-            });
+            && SOURCE_EXTENSIONS
+                .iter()
+                .any(|x| token.strip_suffix(&format!(".{x}")).is_some_and(is_name));
         if is_source_name {
             let suffix = format!("/{token}");
             return Some(

@@ -30,6 +30,7 @@ fn start_engine(num_blocks: usize, budget: usize) -> (EngineHandle, Arc<Tokenize
         kv_cache_dtype: KvCacheDtype::default(),
         max_num_batched_tokens: budget,
         max_num_seqs: 128,
+        batch_max_running: None,
         no_prefix_caching: false,
         max_waiting_requests: 4096,
     };

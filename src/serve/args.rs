@@ -252,6 +252,23 @@ pub struct ServeArgs {
     /// Size at which a file sink is rotated (PATH.1, PATH.2, ... ten kept).
     #[arg(long, env = "TESSERA_PAYLOAD_LOG_MAX_FILE_BYTES", value_parser = parse_bytes, default_value = "100MiB")]
     pub payload_log_max_file_bytes: u64,
+    /// Where uploaded files and batch jobs are kept (SQLite and file
+    /// contents) [default: $XDG_DATA_HOME/tessera, else
+    /// ~/.local/share/tessera].
+    #[arg(long, env = "TESSERA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Largest file upload (POST /v1/files); larger ones get 413.
+    #[arg(long, env = "TESSERA_MAX_FILE_BYTES", value_parser = parse_bytes, default_value = "200MiB")]
+    pub max_file_bytes: u64,
+    /// How long a batch may run before it ends `expired` (finished lines
+    /// kept). Batches ask for OpenAI's "24h" window; a shorter value here
+    /// is for tests and small deployments.
+    #[arg(long, env = "TESSERA_BATCH_WINDOW", value_parser = parse_duration, default_value = "24h")]
+    pub batch_window: Duration,
+    /// Batch lines in flight at once (the engine's --batch-max-running
+    /// decides how many of them run).
+    #[arg(long, env = "TESSERA_BATCH_CONCURRENCY", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 8)]
+    pub batch_concurrency: u64,
 }
 
 impl ServeArgs {
@@ -274,6 +291,24 @@ impl ServeArgs {
             max_file_bytes: self.payload_log_max_file_bytes,
             ..Default::default()
         })
+    }
+
+    /// The batch settings: the data directory given, or the default one.
+    fn batch_config(&self) -> tessera_server::batch::BatchConfig {
+        let default_dir = || {
+            std::env::var_os("XDG_DATA_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                .map(|d| d.join("tessera"))
+        };
+        tessera_server::batch::BatchConfig {
+            data_dir: self.data_dir.clone().or_else(default_dir),
+            data_dir_is_default: self.data_dir.is_none(),
+            max_file_bytes: self.max_file_bytes,
+            window: self.batch_window,
+            concurrency: usize::try_from(self.batch_concurrency).unwrap_or(usize::MAX),
+        }
     }
 
     /// The server's settings; reads the key file. Errors name the option.
@@ -331,6 +366,7 @@ impl ServeArgs {
                     .unwrap_or(usize::MAX),
                 header_read_timeout: self.header_read_timeout,
             },
+            batch: self.batch_config(),
         };
         config.validate()?;
         Ok(config)

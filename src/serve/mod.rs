@@ -196,7 +196,7 @@ fn log_ready(manager: &ModelManager, device: String, url: &str) {
 
 /// The served name when none is given: a hub repo id as is, else the file or
 /// directory name (without `.gguf`).
-fn default_name(arg: Option<&str>, path: &Path) -> String {
+pub(crate) fn default_name(arg: Option<&str>, path: &Path) -> String {
     if let Some(arg) = arg {
         if !Path::new(arg).exists() {
             return arg.to_string();

@@ -42,6 +42,7 @@ pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
         kv_cache_dtype: Default::default(),
         max_num_batched_tokens: 512,
         max_num_seqs: 64,
+        batch_max_running: None,
         no_prefix_caching: false,
         max_waiting_requests: max_waiting,
         threads: None,

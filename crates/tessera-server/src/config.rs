@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub payload_log: crate::monitoring::PayloadLogConfig,
     /// Caps on connections and the first header's deadline.
     pub connections: ConnectionLimits,
+    /// Where files and batches are kept, and how batches run.
+    pub batch: crate::batch::BatchConfig,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             drift: crate::monitoring::DriftConfig::default(),
             payload_log: crate::monitoring::PayloadLogConfig::default(),
             connections: ConnectionLimits::default(),
+            batch: crate::batch::BatchConfig::default(),
         }
     }
 }
@@ -136,6 +139,15 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes == 0 {
             return Err(invalid("max-request-bytes", "must be more than 0"));
+        }
+        if self.batch.max_file_bytes == 0 {
+            return Err(invalid("max-file-bytes", "must be more than 0"));
+        }
+        if self.batch.concurrency == 0 {
+            return Err(invalid("batch-concurrency", "must be more than 0"));
+        }
+        if self.batch.window.is_zero() {
+            return Err(invalid("batch-window", "must be more than 0"));
         }
         for key in &self.api_keys {
             check_key("api-key", key)?;

@@ -44,6 +44,7 @@ pub struct RequestContext {
     method: String,
     route: String,
     outcome: Mutex<Outcome>,
+    batch: bool,
 }
 
 impl RequestContext {
@@ -64,7 +65,20 @@ impl RequestContext {
             method: method.to_string(),
             route: route.to_string(),
             outcome: Mutex::default(),
+            batch: false,
         }
+    }
+
+    /// The same context for a line of a batch job: whatever its body says,
+    /// it runs at batch priority.
+    pub fn for_batch(mut self) -> Self {
+        self.batch = true;
+        self
+    }
+
+    /// Whether it is a line of a batch job.
+    pub fn is_batch(&self) -> bool {
+        self.batch
     }
 
     fn outcome(&self) -> std::sync::MutexGuard<'_, Outcome> {

@@ -7,12 +7,16 @@
 //! The crate knows the engine but not the model crate: a model's tokenizer and
 //! chat template reach it through the [`TextModel`] trait.
 //!
+//! Batch inference: OpenAI's Files and Batches APIs over a persistent
+//! store ([`batch`]), run at batch priority through the same handlers.
+//!
 //! Operations: Prometheus metrics at `/metrics`, one log line per request,
 //! API keys, per-key rate and stream limits, request limits and timeouts,
 //! TLS and CORS, all set through [`ServerConfig`].
 
 mod access;
 pub mod auth;
+pub mod batch;
 mod body;
 mod body_log;
 mod compat;

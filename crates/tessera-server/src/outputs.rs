@@ -94,7 +94,11 @@ pub fn submit(
         let stream = model.engine.submit(Request {
             prompt_token_ids: prompt,
             params: sub.params.clone(),
-            priority: sub.priority,
+            priority: if ctx.is_batch() {
+                Priority::Batch
+            } else {
+                sub.priority
+            },
         })?;
         streams.push(Some(stream));
     }

@@ -57,6 +57,10 @@ pub struct SamplingFields {
     pub logit_bias: Option<HashMap<String, f32>>,
     /// OpenAI's processing tier: `flex` runs as a batch-priority request.
     pub service_tier: Option<String>,
+    /// vLLM's per-request priority (lower runs earlier). Like vLLM under its
+    /// default first-come-first-served policy, only 0 is accepted: the
+    /// scheduler orders by class (`service_tier`), not by number.
+    pub priority: Option<i64>,
     /// The end user; keeps a client on one version of a weighted alias.
     pub user: Option<String>,
     // Extensions.
@@ -88,6 +92,7 @@ const FIELDS: &[&str] = &[
     "frequency_penalty",
     "logit_bias",
     "service_tier",
+    "priority",
     "user",
     "keep_alive",
     "top_k",
@@ -153,6 +158,15 @@ impl SamplingFields {
 
     /// The scheduling class `service_tier` asks for.
     pub fn priority(&self) -> Result<Priority, ApiError> {
+        if let Some(p) = self.priority.filter(|&p| p != 0) {
+            return Err(ApiError::invalid_param(
+                "priority",
+                format!(
+                    "priority {p} needs priority scheduling, which this server does not do: \
+                     send 0, or service_tier \"flex\" to run behind interactive requests"
+                ),
+            ));
+        }
         match self.service_tier.as_deref() {
             None | Some("auto" | "default") => Ok(Priority::Interactive),
             Some("flex") => Ok(Priority::Batch),
@@ -320,6 +334,23 @@ mod tests {
         assert_eq!((p.min_p, p.repetition_penalty), (0.1, 1.1));
         assert!(p.ignore_eos);
         assert_eq!((p.min_tokens, p.max_tokens), (2, 10));
+    }
+
+    #[test]
+    fn priority_is_vllms_default_policy_and_flex_is_batch() {
+        let class = |v| fields(v).expect("parses").priority();
+        assert_eq!(class(json!({})).ok(), Some(Priority::Interactive));
+        assert_eq!(
+            class(json!({"priority": 0})).ok(),
+            Some(Priority::Interactive)
+        );
+        assert_eq!(
+            class(json!({"priority": 0, "service_tier": "flex"})).ok(),
+            Some(Priority::Batch)
+        );
+        let e = class(json!({"priority": -5})).expect_err("non-zero");
+        assert_eq!(e.param.as_deref(), Some("priority"));
+        assert!(fields(json!({"priority": "high"})).is_err());
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub async fn serve(
         let _ = started_tx.send(());
     };
     let limits = state.config().connections;
+    state.start_batches();
     let app = router(state).into_make_service_with_connect_info::<ClientAddr>();
     let server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
         None => Box::pin(

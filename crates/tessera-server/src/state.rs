@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::auth::KeySet;
+use crate::batch::Batches;
 use crate::config::{ConfigError, ServerConfig};
 use crate::metrics::Metrics;
 use crate::monitoring::{DriftMonitor, PayloadLogger};
@@ -27,6 +28,7 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) drift: Arc<DriftMonitor>,
     pub(crate) payload: Option<Arc<PayloadLogger>>,
+    pub(crate) batches: Option<Arc<Batches>>,
 }
 
 impl AppState {
@@ -53,6 +55,10 @@ impl AppState {
                 option: "payload-log",
                 reason: e.to_string(),
             })?;
+        let batches = Batches::open(&config.batch).map_err(|e| ConfigError {
+            option: "data-dir",
+            reason: e.to_string(),
+        })?;
         let observer = metrics.clone();
         models.set_observer(move |event| observer.lifecycle(event));
         Ok(Self {
@@ -66,6 +72,7 @@ impl AppState {
             metrics,
             drift: Arc::new(drift),
             payload: payload.map(Arc::new),
+            batches,
             config: Arc::new(config),
         })
     }
@@ -79,6 +86,14 @@ impl AppState {
     /// are routed.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Starts running stored batches (resuming those a previous process
+    /// left), when the server has a data directory; once.
+    pub fn start_batches(&self) {
+        if let Some(b) = &self.batches {
+            b.start(self.clone());
+        }
     }
 
     /// Whether the start-up loads are done.

@@ -59,6 +59,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             SchedulerConfig {
                 max_num_batched_tokens: config.max_num_batched_tokens.max(min_budget),
                 max_num_seqs: config.max_num_seqs.max(1),
+                max_batch_seqs: config.max_batch_seqs.max(1),
                 whole_prompts: embed,
             },
             pool,

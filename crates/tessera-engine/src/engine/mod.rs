@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub max_num_batched_tokens: usize,
     /// Most sequences running at once.
     pub max_num_seqs: usize,
+    /// Most batch-priority sequences running at once; the other slots are
+    /// kept for interactive requests (which also preempt batch ones).
+    pub max_batch_seqs: usize,
     /// Most requests waiting for admission; beyond it `submit` fails fast.
     pub max_waiting_requests: usize,
     /// Reuse the KV of full prompt blocks across requests.
@@ -48,6 +51,7 @@ impl Default for EngineConfig {
         Self {
             max_num_batched_tokens: 512,
             max_num_seqs: 128,
+            max_batch_seqs: 64,
             max_waiting_requests: 4096,
             enable_prefix_caching: true,
             eos_token_ids: Vec::new(),

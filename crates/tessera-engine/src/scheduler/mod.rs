@@ -7,6 +7,13 @@
 //! arrival, reusing cached prefix blocks. When blocks run out, the
 //! lowest-priority, latest-arrived running sequence is preempted: its blocks are
 //! released (full ones stay in the prefix cache) and it is recomputed later.
+//!
+//! Batch work runs on what interactive work leaves: running interactive
+//! sequences are served before running batch ones; a batch prompt's chunk
+//! leaves the first waiting interactive prompt its tokens of the budget; at
+//! most `max_batch_seqs` batch sequences run at once; and an interactive
+//! sequence that finds every slot taken, or too few free blocks, pushes out
+//! the latest running batch one.
 
 mod sequence;
 
@@ -24,6 +31,9 @@ pub struct SchedulerConfig {
     pub max_num_batched_tokens: usize,
     /// Most sequences running at once.
     pub max_num_seqs: usize,
+    /// Most batch-priority sequences running at once (the rest of the slots
+    /// stay free for interactive work).
+    pub max_batch_seqs: usize,
     /// Admit a prompt only when all of it fits in the step (no chunked
     /// prefill): an encoder must see every token of a sequence at once.
     pub whole_prompts: bool,
@@ -150,12 +160,25 @@ impl Scheduler {
         let mut budget = self.config.max_num_batched_tokens;
         let mut out: Vec<Scheduled> = Vec::new();
         let mut preempted = false;
+        // Interactive first; the sort is stable, so arrival order holds
+        // within a class.
+        let seqs = &self.seqs;
+        self.running.sort_by_key(|id| seqs[id].priority);
+        let reserve = self.interactive_reserve();
 
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let seq = &self.seqs[&id];
-            let num_tokens = seq.num_uncomputed().min(budget);
+            // A batch prompt's chunk leaves a waiting interactive prompt its
+            // share; batch decodes (one token) always go on, so batch work
+            // keeps finishing and freeing blocks.
+            let room = if seq.priority == Priority::Batch && seq.num_uncomputed() > 1 {
+                budget.saturating_sub(reserve)
+            } else {
+                budget
+            };
+            let num_tokens = seq.num_uncomputed().min(room);
             if num_tokens == 0 {
                 i += 1;
                 continue;
@@ -196,12 +219,28 @@ impl Scheduler {
         }
 
         // New work only when nothing had to be pushed out to make room.
-        while !preempted && budget > 0 && self.running.len() < self.config.max_num_seqs {
+        while !preempted && budget > 0 {
             let Some((&key, _)) = self.waiting.first_key_value() else {
                 break;
             };
+            // Interactive keys sort first: a batch head means no interactive
+            // work waits.
+            let batch = key.0 == Priority::Batch;
+            if batch && self.num_running_batch() >= self.config.max_batch_seqs {
+                break;
+            }
+            if self.running.len() >= self.config.max_num_seqs
+                && (batch || !self.preempt_batch_for_slot(&mut out, &mut budget))
+            {
+                break;
+            }
             let id = key.2;
             let Some(num_tokens) = self.admit(id, budget) else {
+                // Too few free blocks: an interactive sequence takes them
+                // from running batch work, one sequence at a time.
+                if !batch && self.preempt_batch_for_slot(&mut out, &mut budget) {
+                    continue;
+                }
                 break;
             };
             self.waiting.remove(&key);
@@ -278,6 +317,43 @@ impl Scheduler {
                 None
             }
         }
+    }
+
+    /// Tokens of this step kept for the first waiting sequence when it is
+    /// interactive.
+    fn interactive_reserve(&self) -> usize {
+        self.waiting
+            .first_key_value()
+            .filter(|(key, _)| key.0 == Priority::Interactive)
+            .and_then(|(key, _)| self.seqs.get(&key.2))
+            .map_or(0, Sequence::num_uncomputed)
+    }
+
+    fn num_running_batch(&self) -> usize {
+        self.running
+            .iter()
+            .filter(|id| self.seqs[id].priority == Priority::Batch)
+            .count()
+    }
+
+    /// Frees a running slot and its blocks for an interactive sequence by
+    /// preempting the latest running batch sequence (taking back its share
+    /// of this step); false when none runs.
+    fn preempt_batch_for_slot(&mut self, out: &mut Vec<Scheduled>, budget: &mut usize) -> bool {
+        let victim = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| self.seqs[id].priority == Priority::Batch)
+            .max_by_key(|id| self.seqs[id].arrival);
+        let Some(victim) = victim else {
+            return false;
+        };
+        if let Some(pos) = out.iter().position(|s| s.seq == victim) {
+            *budget += out.remove(pos).num_tokens;
+        }
+        self.preempt(victim);
+        true
     }
 
     /// The running sequence to push out: lowest priority, then latest arrival.

@@ -9,6 +9,7 @@ fn scheduler(num_blocks: usize, budget: usize, max_seqs: usize) -> Scheduler {
         SchedulerConfig {
             max_num_batched_tokens: budget,
             max_num_seqs: max_seqs,
+            max_batch_seqs: max_seqs,
             whole_prompts: false,
         },
         BlockPool::new(num_blocks, BS, true),
@@ -78,6 +79,82 @@ fn interactive_requests_are_admitted_before_batch_ones() {
     s.add(seq(1, Priority::Batch, vec![1; 4]));
     s.add(seq(2, Priority::Interactive, vec![2; 4]));
     assert_eq!(s.schedule()[0].seq, 2);
+}
+
+#[test]
+fn batch_sequences_run_only_up_to_their_cap() {
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            max_num_batched_tokens: 100,
+            max_num_seqs: 4,
+            max_batch_seqs: 2,
+            whole_prompts: false,
+        },
+        BlockPool::new(64, BS, true),
+    );
+    for id in 1..=4 {
+        s.add(seq(id, Priority::Batch, vec![id as u32; 4]));
+    }
+    let ids: Vec<_> = s.schedule().iter().map(|p| p.seq).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!((s.num_running(), s.num_waiting()), (2, 2));
+    // The free slots are for interactive work.
+    s.add(seq(5, Priority::Interactive, vec![5; 4]));
+    let ids: Vec<_> = s.schedule().iter().map(|p| p.seq).collect();
+    assert_eq!(ids, [1, 2, 5]);
+}
+
+#[test]
+fn an_interactive_sequence_takes_the_slot_of_the_latest_batch_one() {
+    let mut s = scheduler(64, 100, 2);
+    s.add(seq(1, Priority::Batch, vec![1; 4]));
+    s.add(seq(2, Priority::Batch, vec![2; 4]));
+    let plan = s.schedule();
+    run_step(&mut s, &plan);
+    s.add(seq(3, Priority::Interactive, vec![3; 4]));
+    let ids: Vec<_> = s.schedule().iter().map(|p| p.seq).collect();
+    assert_eq!(ids, [1, 3]);
+    assert_eq!(s.num_preemptions(), 1);
+    assert_eq!(s.get(2).expect("seq 2").num_computed, 0);
+}
+
+#[test]
+fn a_waiting_interactive_prompt_takes_blocks_from_running_batch_work() {
+    // 4 blocks of 4 tokens: two batch prompts of 6 tokens hold all of them.
+    let mut s = scheduler(4, 100, 8);
+    s.add(seq(1, Priority::Batch, vec![1; 6]));
+    s.add(seq(2, Priority::Batch, vec![2; 6]));
+    let plan = s.schedule();
+    run_step(&mut s, &plan);
+    assert_eq!(s.pool().num_free(), 0);
+    s.add(seq(3, Priority::Interactive, vec![3; 6]));
+    let ids: Vec<_> = s.schedule().iter().map(|p| p.seq).collect();
+    assert_eq!(ids, [1, 3], "the latest batch sequence made room");
+    assert_eq!(s.num_preemptions(), 1);
+}
+
+#[test]
+fn batch_prompt_chunks_leave_a_waiting_interactive_prompt_its_budget() {
+    let mut s = scheduler(64, 16, 8);
+    s.add(seq(1, Priority::Batch, vec![1; 40]));
+    assert_eq!(s.schedule()[0].num_tokens, 16);
+    s.mark_computed(1, 16);
+    s.add(seq(2, Priority::Interactive, vec![2; 10]));
+    let plan = s.schedule();
+    // The batch chunk shrinks to 6 so the 10-token prompt fits whole.
+    assert_eq!(
+        plan,
+        [
+            Scheduled {
+                seq: 1,
+                num_tokens: 6
+            },
+            Scheduled {
+                seq: 2,
+                num_tokens: 10
+            }
+        ]
+    );
 }
 
 #[test]

@@ -135,6 +135,8 @@ pub async fn embeddings(
         }
     };
     let priority = match req.service_tier.as_deref() {
+        // A batch job's line runs at batch priority whatever it says.
+        _ if ctx.is_batch() => tessera_engine::request::Priority::Batch,
         None | Some("auto" | "default") => tessera_engine::request::Priority::Interactive,
         Some("flex") => tessera_engine::request::Priority::Batch,
         Some(other) => {

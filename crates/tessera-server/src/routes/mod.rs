@@ -14,6 +14,8 @@ mod tokenize;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use axum::routing::{get, post, put};
+
+use crate::batch;
 use axum::Router;
 
 use crate::error::ApiError;
@@ -25,10 +27,25 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let limit = state.config().max_body_bytes;
     let cors = crate::cors::layer(&state.config().allowed_origins);
-    let router = Router::new()
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/completions", post(completions::completions))
-        .route("/v1/embeddings", post(embeddings::embeddings))
+    let router = generation_routes()
+        .route(
+            "/v1/files",
+            post(batch::upload_file)
+                // Uploads have their own limit, counted as they stream in.
+                .layer(DefaultBodyLimit::disable())
+                .get(batch::list_files),
+        )
+        .route(
+            "/v1/files/{id}",
+            get(batch::retrieve_file).delete(batch::delete_file),
+        )
+        .route("/v1/files/{id}/content", get(batch::file_content))
+        .route(
+            "/v1/batches",
+            post(batch::create_batch).get(batch::list_batches),
+        )
+        .route("/v1/batches/{id}", get(batch::retrieve_batch))
+        .route("/v1/batches/{id}/cancel", post(batch::cancel_batch))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*id}", get(models::retrieve))
         .route("/tokenize", post(tokenize::tokenize))
@@ -69,6 +86,15 @@ pub fn router(state: AppState) -> Router {
         None => router,
     };
     router.with_state(state)
+}
+
+/// The routes that run models: the same handlers serve clients and batch
+/// lines (run in process, see [`crate::batch`]).
+pub(crate) fn generation_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
