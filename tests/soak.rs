@@ -15,7 +15,7 @@ fn a_short_soak_leaks_nothing() {
     let out = Command::new(common::python())
         .arg(root.join("scripts/soak"))
         .args(["--binary", env!("CARGO_BIN_EXE_tessera")])
-        .args(["--duration", "8", "--warmup", "12", "--clients", "3"])
+        .args(["--duration", "8", "--warmup", "4", "--clients", "3"])
         .output()
         .expect("scripts/soak runs");
     let (stdout, stderr) = (
