@@ -288,6 +288,16 @@ mod tests {
                 },
             ),
             (
+                "connection-idle-timeout",
+                ServerConfig {
+                    connections: ConnectionLimits {
+                        idle_timeout: Duration::ZERO,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+            (
                 "max-n",
                 ServerConfig {
                     limits: Limits {

@@ -6,7 +6,7 @@
 //! using it at the idle timeout, so one client cannot hold the server's file
 //! descriptors. HTTP/1.1 and HTTP/2 (h2c, or negotiated over TLS) connections
 //! count alike; a TLS connection counts from before its handshake
-//! ([`crate::tls`] admits through the same [`Gate`]).
+//! (`crate::tls` admits through the same `Gate`).
 
 use std::collections::HashMap;
 use std::io;
