@@ -155,6 +155,11 @@ pub struct ServeArgs {
     /// e.g. `10s`; slower ones are closed.
     #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub header_read_timeout: Duration,
+    /// Longest a connection may stay open with no request in flight (HTTP
+    /// keep-alive, HTTP/2), e.g. `60s`; then it is closed. Not the model's
+    /// --keep-alive.
+    #[arg(long, env = "TESSERA_CONNECTION_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub connection_idle_timeout: Duration,
     /// Most connections open at once; beyond it a new connection gets 503
     /// and is closed [default: the file-descriptor limit less a reserve].
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -365,6 +370,7 @@ impl ServeArgs {
                 max_per_client: usize::try_from(self.max_connections_per_client)
                     .unwrap_or(usize::MAX),
                 header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.connection_idle_timeout,
             },
             batch: self.batch_config(),
         };

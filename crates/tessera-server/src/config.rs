@@ -196,6 +196,9 @@ impl ServerConfig {
         if self.connections.header_read_timeout.is_zero() {
             return Err(invalid("header-read-timeout", "must be more than 0"));
         }
+        if self.connections.idle_timeout.is_zero() {
+            return Err(invalid("connection-idle-timeout", "must be more than 0"));
+        }
         let r = &self.rate_limit;
         if r.requests == Some(0) {
             return Err(invalid("rate-limit-requests", "must be more than 0"));
@@ -291,6 +294,16 @@ mod tests {
                 ServerConfig {
                     rate_limit: RateLimitConfig {
                         window: Duration::ZERO,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+            (
+                "connection-idle-timeout",
+                ServerConfig {
+                    connections: ConnectionLimits {
+                        idle_timeout: Duration::ZERO,
                         ..Default::default()
                     },
                     ..Default::default()

@@ -1,20 +1,23 @@
 //! Connection-level limits, below HTTP: a cap on open connections, a cap per
-//! client address, and a deadline for a connection's first request header.
-//! Over a cap a connection gets a 503 at once and is closed, never queued; a
-//! client that sends half a header and stops is cut off at the deadline, so
-//! one client cannot hold the server's file descriptors.
+//! client address, a deadline for a connection's first request header and an
+//! idle timeout between requests. Over a cap a connection gets a 503 at once
+//! and is closed, never queued; a client that sends half a header and stops
+//! is cut off at the deadline, and one that keeps a connection open without
+//! using it at the idle timeout, so one client cannot hold the server's file
+//! descriptors. HTTP/1.1 and HTTP/2 (h2c, or negotiated over TLS) connections
+//! count alike; a TLS connection counts from before its handshake
+//! (`crate::tls` admits through the same `Gate`).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::Sleep;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::conn_io::HeaderWatch;
+pub use crate::conn_io::LimitedIo;
 
 /// The limits; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,8 @@ pub struct ConnectionLimits {
     pub max_per_client: usize,
     /// How long a connection may take to send its first request header.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -33,6 +38,7 @@ impl Default for ConnectionLimits {
             max_connections: 8192,
             max_per_client: 1024,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -49,7 +55,7 @@ struct Counts {
 }
 
 /// A connection's place in the counts, given back on drop.
-struct Permit {
+pub(crate) struct Permit {
     counts: Arc<Mutex<Counts>>,
     ip: IpAddr,
 }
@@ -67,24 +73,24 @@ impl Drop for Permit {
     }
 }
 
-/// A listener that applies [`ConnectionLimits`] to what `L` accepts.
-pub struct Limited<L> {
-    inner: L,
+/// Admission under [`ConnectionLimits`]: the counts every listener of one
+/// server shares.
+#[derive(Clone)]
+pub(crate) struct Gate {
     limits: ConnectionLimits,
     counts: Arc<Mutex<Counts>>,
 }
 
-impl<L> Limited<L> {
-    /// Wraps `inner`.
-    pub fn new(inner: L, limits: ConnectionLimits) -> Self {
+impl Gate {
+    pub(crate) fn new(limits: ConnectionLimits) -> Self {
         Self {
-            inner,
             limits,
             counts: Arc::default(),
         }
     }
 
-    fn admit(&self, ip: IpAddr) -> Option<Permit> {
+    /// A place for a new connection from `ip`, or `None` over a cap.
+    pub(crate) fn admit(&self, ip: IpAddr) -> Option<Permit> {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let mine = c.per_client.get(&ip).copied().unwrap_or(0);
         if c.total >= self.limits.max_connections || mine >= self.limits.max_per_client {
@@ -96,6 +102,47 @@ impl<L> Limited<L> {
             counts: self.counts.clone(),
             ip,
         })
+    }
+
+    /// `io`, admitted with `permit`, under the deadlines; `header` was
+    /// started when it was accepted.
+    pub(crate) fn wrap<Io>(&self, io: Io, permit: Permit, header: HeaderWatch) -> LimitedIo<Io> {
+        LimitedIo::new(io, permit, header, self.limits.idle_timeout)
+    }
+
+    /// The first header's deadline for a connection accepted now.
+    pub(crate) fn header_watch(&self) -> HeaderWatch {
+        HeaderWatch::new(self.limits.header_read_timeout)
+    }
+}
+
+/// Answers a connection over a cap with a 503 (plain HTTP) and closes it,
+/// off the accept loop.
+pub(crate) fn refuse<Io: AsyncWrite + Unpin + Send + 'static>(io: Io, client: SocketAddr) {
+    tracing::warn!(%client, "connection refused: over the connection limits");
+    tokio::spawn(async move {
+        let mut io = io;
+        let refuse = async {
+            io.write_all(REFUSAL).await?;
+            io.shutdown().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), refuse).await;
+    });
+}
+
+/// A listener that applies [`ConnectionLimits`] to what `L` accepts.
+pub struct Limited<L> {
+    inner: L,
+    gate: Gate,
+}
+
+impl<L> Limited<L> {
+    /// Wraps `inner`.
+    pub fn new(inner: L, limits: ConnectionLimits) -> Self {
+        Self {
+            inner,
+            gate: Gate::new(limits),
+        }
     }
 }
 
@@ -109,115 +156,18 @@ where
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (io, addr) = self.inner.accept().await;
-            if let Some(permit) = self.admit(addr.ip()) {
-                let deadline = Box::pin(tokio::time::sleep(self.limits.header_read_timeout));
-                let io = LimitedIo {
-                    io,
-                    _permit: permit,
-                    header: Some(HeaderWatch { deadline, tail: 0 }),
-                };
-                return (io, addr);
+            match self.gate.admit(addr.ip()) {
+                Some(permit) => {
+                    let header = self.gate.header_watch();
+                    return (self.gate.wrap(io, permit, header), addr);
+                }
+                None => refuse(io, addr),
             }
-            tracing::warn!(client = %addr, "connection refused: over the connection limits");
-            tokio::spawn(async move {
-                let mut io = io;
-                let refuse = async {
-                    io.write_all(REFUSAL).await?;
-                    io.shutdown().await
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(1), refuse).await;
-            });
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
-    }
-}
-
-/// Watches for the end of the first request header (`\r\n\r\n`).
-struct HeaderWatch {
-    deadline: Pin<Box<Sleep>>,
-    /// How many bytes of `\r\n\r\n` the data so far ends with.
-    tail: usize,
-}
-
-impl HeaderWatch {
-    /// Takes in bytes read; true once the header has ended.
-    fn feed(&mut self, data: &[u8]) -> bool {
-        const END: &[u8] = b"\r\n\r\n";
-        for &b in data {
-            self.tail = if b == END[self.tail] {
-                self.tail + 1
-            } else if b == b'\r' {
-                1
-            } else {
-                0
-            };
-            if self.tail == END.len() {
-                return true;
-            }
-        }
-        false
-    }
-}
-
-/// A connection holding its place in the counts, cut off if its first
-/// request header is not in by the deadline.
-pub struct LimitedIo<Io> {
-    io: Io,
-    _permit: Permit,
-    header: Option<HeaderWatch>,
-}
-
-impl<Io> LimitedIo<Io> {
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &Io {
-        &self.io
-    }
-}
-
-impl<Io: AsyncRead + Unpin> AsyncRead for LimitedIo<Io> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if let Some(watch) = &mut this.header {
-            if watch.deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the request header did not arrive in time",
-                )));
-            }
-        }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(watch)) = (&polled, &mut this.header) {
-            if watch.feed(&buf.filled()[before..]) {
-                this.header = None;
-            }
-        }
-        polled
-    }
-}
-
-impl<Io: AsyncWrite + Unpin> AsyncWrite for LimitedIo<Io> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -21,6 +21,8 @@ mod body;
 mod body_log;
 mod compat;
 pub mod config;
+pub mod conn_activity;
+mod conn_io;
 pub mod conn_limit;
 pub mod context;
 mod cors;
@@ -51,7 +53,7 @@ pub use registry::{
 };
 pub use routes::router;
 pub use sampling::MAX_N;
-pub use server::{serve, shutdown_signal, ClientAddr};
+pub use server::{serve, shutdown_signal, ClientAddr, ConnInfo};
 pub use state::AppState;
 pub use text::TextModel;
 pub use tls::{load_acceptor, TlsError};

@@ -1,9 +1,12 @@
 //! Running the router on a socket, over plain HTTP or TLS, with graceful
-//! shutdown.
+//! shutdown. axum's server speaks HTTP/1.1 and HTTP/2 on every connection
+//! (h2c by prior knowledge, or h2 negotiated by ALPN over TLS), all under the
+//! same connection limits.
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
@@ -11,6 +14,7 @@ use axum::serve::IncomingStream;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::conn_activity::{self, Activity};
 use crate::conn_limit::Limited;
 use crate::routes::router;
 use crate::state::AppState;
@@ -21,15 +25,31 @@ use crate::tls::TlsListener;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, Limited<TcpListener>>> for ClientAddr {
+/// What the server knows of a connection; requests see its address as
+/// `ConnectInfo<ClientAddr>` ([`conn_activity::track`] puts it there).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The connection's requests in flight.
+    pub activity: Arc<Activity>,
+}
+
+impl Connected<IncomingStream<'_, Limited<TcpListener>>> for ConnInfo {
     fn connect_info(stream: IncomingStream<'_, Limited<TcpListener>>) -> Self {
-        Self(*stream.remote_addr())
+        Self {
+            addr: *stream.remote_addr(),
+            activity: stream.io().activity().clone(),
+        }
     }
 }
 
-impl Connected<IncomingStream<'_, Limited<TlsListener>>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, Limited<TlsListener>>) -> Self {
-        Self(*stream.remote_addr())
+impl Connected<IncomingStream<'_, TlsListener>> for ConnInfo {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        Self {
+            addr: *stream.remote_addr(),
+            activity: stream.io().activity().clone(),
+        }
     }
 }
 
@@ -55,7 +75,9 @@ pub async fn serve(
     };
     let limits = state.config().connections;
     state.start_batches();
-    let app = router(state).into_make_service_with_connect_info::<ClientAddr>();
+    let app = router(state)
+        .layer(axum::middleware::from_fn(conn_activity::track))
+        .into_make_service_with_connect_info::<ConnInfo>();
     let server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
         None => Box::pin(
             axum::serve(Limited::new(listener, limits), app)
@@ -63,12 +85,9 @@ pub async fn serve(
                 .into_future(),
         ),
         Some(acceptor) => Box::pin(
-            axum::serve(
-                Limited::new(TlsListener::new(listener, acceptor)?, limits),
-                app,
-            )
-            .with_graceful_shutdown(signal)
-            .into_future(),
+            axum::serve(TlsListener::new(listener, acceptor, limits)?, app)
+                .with_graceful_shutdown(signal)
+                .into_future(),
         ),
     };
     let deadline = async move {

@@ -1,6 +1,9 @@
 //! HTTPS with rustls: the certificate chain and key from PEM files, and a
 //! listener that completes TLS handshakes concurrently (a slow or silent
-//! client cannot hold up the others) before axum sees the connection.
+//! client cannot hold up the others) before axum sees the connection. A
+//! connection takes its place under the connection limits before its
+//! handshake, so handshakes in progress count against the caps; HTTP/2 is
+//! offered by ALPN beside HTTP/1.1.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +19,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::conn_limit::{ConnectionLimits, Gate, LimitedIo};
 
 /// Longest a client may take over its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,24 +64,29 @@ pub fn load_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A listener of TLS connections for `axum::serve`.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(Conn, SocketAddr)>,
     local: SocketAddr,
     acceptor_task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
-    /// Accepts TCP connections on `listener` and handshakes them in the
-    /// background (needs a tokio runtime).
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<Self> {
+    /// Accepts TCP connections on `listener` under `limits` and handshakes
+    /// them in the background (needs a tokio runtime).
+    pub fn new(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        limits: ConnectionLimits,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(BACKLOG);
-        let acceptor_task = tokio::spawn(accept_loop(listener, acceptor, tx));
+        let gate = Gate::new(limits);
+        let acceptor_task = tokio::spawn(accept_loop(listener, acceptor, gate, tx));
         Ok(Self {
             ready,
             local,
@@ -92,10 +102,14 @@ impl Drop for TlsListener {
     }
 }
 
+/// A handshaken connection under the limits.
+type Conn = LimitedIo<TlsStream<TcpStream>>;
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    gate: Gate,
+    ready: mpsc::Sender<(Conn, SocketAddr)>,
 ) {
     loop {
         let (tcp, addr) = match listener.accept().await {
@@ -107,12 +121,18 @@ async fn accept_loop(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
+        let Some(permit) = gate.admit(addr.ip()) else {
+            // No HTTP before the handshake: the connection is just closed.
+            tracing::warn!(client = %addr, "connection refused: over the connection limits");
+            continue;
+        };
+        // The first header's deadline runs from the TCP accept.
+        let header = gate.header_watch();
+        let (acceptor, ready, gate) = (acceptor.clone(), ready.clone(), gate.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let _ = ready.send((tls, addr)).await;
+                    let _ = ready.send((gate.wrap(tls, permit, header), addr)).await;
                 }
                 Ok(Err(e)) => tracing::debug!("TLS handshake with {addr} failed: {e}"),
                 Err(_) => tracing::debug!("TLS handshake with {addr} timed out"),
@@ -122,7 +142,7 @@ async fn accept_loop(
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Conn;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -138,3 +158,7 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;

@@ -5,6 +5,13 @@
 //! the free list, least recently used first; if it was a full block of a prompt
 //! prefix it stays findable by its hash until it is handed out again, so a later
 //! request with the same prefix reuses it instead of recomputing it.
+//!
+//! Blocks never handed out yet are *untouched*: the runner's memory behind them
+//! has not been written, and on the CPU not even committed. A block is taken,
+//! in order, from the free blocks that hold nothing reusable, then from the
+//! untouched ones (lowest index first), and only then by evicting the least
+//! recently used cached prefix. So the memory written follows the load, and a
+//! cached prefix is never evicted while the budget still has room.
 
 mod hash;
 
@@ -33,8 +40,14 @@ struct Block {
 pub struct BlockPool {
     blocks: Vec<Block>,
     block_size: usize,
+    /// The free list: free blocks already handed out once; those holding no
+    /// cached prefix at the head, cached ones after them, least recently used
+    /// first.
     free_head: u32,
     free_tail: u32,
+    /// Blocks `untouched..` have never been handed out (and are not listed).
+    untouched: u32,
+    /// Listed plus untouched blocks.
     num_free: usize,
     cached: HashMap<BlockHash, BlockId>,
     prefix_caching: bool,
@@ -44,19 +57,18 @@ impl BlockPool {
     /// A pool of `num_blocks` free blocks of `block_size` tokens.
     pub fn new(num_blocks: usize, block_size: usize, prefix_caching: bool) -> Self {
         let n = u32::try_from(num_blocks).unwrap_or(NIL - 1).min(NIL - 1);
-        let blocks = (0..n)
-            .map(|i| Block {
-                ref_count: 0,
-                hash: None,
-                prev: if i == 0 { NIL } else { i - 1 },
-                next: if i + 1 == n { NIL } else { i + 1 },
-            })
-            .collect();
+        let block = Block {
+            ref_count: 0,
+            hash: None,
+            prev: NIL,
+            next: NIL,
+        };
         Self {
-            blocks,
+            blocks: vec![block; n as usize],
             block_size: block_size.max(1),
-            free_head: if n == 0 { NIL } else { 0 },
-            free_tail: if n == 0 { NIL } else { n - 1 },
+            free_head: NIL,
+            free_tail: NIL,
+            untouched: 0,
             num_free: n as usize,
             cached: HashMap::new(),
             prefix_caching,
@@ -78,6 +90,11 @@ impl BlockPool {
         self.num_free
     }
 
+    /// Blocks ever handed out: those whose memory the runner has written.
+    pub fn num_touched(&self) -> usize {
+        self.untouched as usize
+    }
+
     /// Whether full blocks are registered for reuse.
     pub fn prefix_caching(&self) -> bool {
         self.prefix_caching
@@ -96,8 +113,7 @@ impl BlockPool {
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let id = self.free_head;
-            self.unlink(id);
+            let id = self.next_block();
             let block = &mut self.blocks[id as usize];
             block.ref_count = 1;
             if let Some(hash) = block.hash.take() {
@@ -171,6 +187,20 @@ impl BlockPool {
         }
     }
 
+    /// Takes the block `allocate` hands out next (one is free): an empty
+    /// listed block, else an untouched one, else the least recently used.
+    fn next_block(&mut self) -> BlockId {
+        let head = self.free_head;
+        let head_empty = head != NIL && self.blocks[head as usize].hash.is_none();
+        if !head_empty && (self.untouched as usize) < self.blocks.len() {
+            self.untouched += 1;
+            self.num_free -= 1;
+            return self.untouched - 1;
+        }
+        self.unlink(head);
+        head
+    }
+
     fn unlink(&mut self, id: BlockId) {
         let (prev, next) = {
             let b = &self.blocks[id as usize];
@@ -187,7 +217,22 @@ impl BlockPool {
         self.num_free -= 1;
     }
 
+    /// Lists a block that became free: at the head if it holds nothing
+    /// reusable, else at the tail (most recently used).
     fn push_free(&mut self, id: BlockId) {
+        self.num_free += 1;
+        if self.blocks[id as usize].hash.is_none() {
+            let head = self.free_head;
+            let b = &mut self.blocks[id as usize];
+            b.prev = NIL;
+            b.next = head;
+            match head {
+                NIL => self.free_tail = id,
+                h => self.blocks[h as usize].prev = id,
+            }
+            self.free_head = id;
+            return;
+        }
         let tail = self.free_tail;
         {
             let b = &mut self.blocks[id as usize];
@@ -199,7 +244,6 @@ impl BlockPool {
             t => self.blocks[t as usize].next = id,
         }
         self.free_tail = id;
-        self.num_free += 1;
     }
 }
 

@@ -63,6 +63,41 @@ fn disabled_prefix_caching_never_hits() {
     assert!(pool.take_cached_prefix(&hashes).is_empty());
 }
 
+#[test]
+fn untouched_blocks_wait_until_empty_ones_are_reused() {
+    let mut pool = BlockPool::new(8, 2, true);
+    assert_eq!(
+        pool.num_touched(),
+        0,
+        "nothing is touched before it is needed"
+    );
+    let a = pool.allocate(3).expect("3");
+    assert_eq!(a, [0, 1, 2], "untouched blocks go out lowest index first");
+    pool.free(&a);
+    let b = pool.allocate(2).expect("2");
+    assert!(
+        b.iter().all(|x| a.contains(x)),
+        "empty blocks are reused first"
+    );
+    assert_eq!(pool.num_touched(), 3);
+    // A cached block is kept while untouched ones remain.
+    let hashes = block_hashes(None, &[7, 7], 2, 1);
+    pool.cache_full_block(b[0], hashes[0]);
+    pool.free(&b);
+    let c = pool.allocate(6).expect("6 of 8");
+    assert!(!c.contains(&b[0]), "the cached block is evicted last");
+    assert_eq!(
+        pool.num_touched(),
+        7,
+        "two empty blocks reused, four untouched taken"
+    );
+    assert_eq!(pool.num_free(), 2);
+    assert_eq!(pool.take_cached_prefix(&hashes), [b[0]]);
+    assert_eq!(pool.allocate(2), None, "one free block left after the hit");
+    assert_eq!(pool.allocate(1), Some(vec![7]));
+    assert_eq!(pool.num_touched(), 8);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Allocate(usize),
@@ -123,5 +158,26 @@ proptest! {
         pool.free(&held);
         prop_assert_eq!(pool.num_free(), num_blocks);
         prop_assert_eq!(pool.allocate(num_blocks).map(|b| b.len()), Some(num_blocks));
+    }
+
+    /// Without prefix caching, the blocks ever touched are the most ever in
+    /// use at once: memory follows the peak load, not the traffic's total.
+    #[test]
+    fn touched_blocks_follow_the_peak(num_blocks in 1usize..12, ops in prop::collection::vec(op(), 1..200)) {
+        let mut pool = BlockPool::new(num_blocks, 4, false);
+        let mut held: Vec<BlockId> = Vec::new();
+        let mut peak = 0;
+        for op in ops {
+            match op {
+                Op::Allocate(n) => { if let Some(b) = pool.allocate(n) { held.extend(b); } }
+                Op::FreeOne(i) if !held.is_empty() => {
+                    let b = held.swap_remove(i % held.len());
+                    pool.free(&[b]);
+                }
+                _ => {}
+            }
+            peak = peak.max(num_blocks - pool.num_free());
+            prop_assert_eq!(pool.num_touched(), peak);
+        }
     }
 }

@@ -21,7 +21,11 @@
 use half::f16;
 
 /// A value type K and V are stored in.
-pub(crate) trait KvValue: Copy + Default + Send + Sync + 'static {
+///
+/// # Safety
+/// The all-zero bit pattern must be a valid value equal to `Self::default()`
+/// (0.0): the KV pools are allocated zeroed by the allocator, untouched.
+pub(crate) unsafe trait KvValue: Copy + Default + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
     /// Eight consecutive values from `p`, widened to f32.
@@ -38,7 +42,8 @@ pub(crate) trait KvValue: Copy + Default + Send + Sync + 'static {
     unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
-impl KvValue for f32 {
+// SAFETY: all-zero bits are +0.0.
+unsafe impl KvValue for f32 {
     #[inline]
     fn to_f32(self) -> f32 {
         self
@@ -59,7 +64,8 @@ impl KvValue for f32 {
     }
 }
 
-impl KvValue for f16 {
+// SAFETY: all-zero bits are +0.0.
+unsafe impl KvValue for f16 {
     #[inline]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)

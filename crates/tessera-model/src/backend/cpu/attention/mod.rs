@@ -22,6 +22,7 @@ use kernel::{HeadGroup, KeyRun, KvValue};
 mod kernel;
 #[cfg(target_arch = "x86_64")]
 mod kernel_simd;
+mod lazy;
 #[cfg(test)]
 mod tests;
 
@@ -43,17 +44,20 @@ struct LayerPools<T> {
 }
 
 impl<T: KvValue> LayerPools<T> {
-    fn new(layers: usize, per_layer: usize) -> Self {
-        let layer = || vec![T::default(); per_layer];
-        Self {
-            k: (0..layers).map(|_| layer()).collect(),
-            v: (0..layers).map(|_| layer()).collect(),
-        }
+    fn new(layers: usize, per_layer: usize) -> Result<Self> {
+        let pools = || -> Result<Vec<Vec<T>>> {
+            (0..layers).map(|_| lazy::zeroed_pool(per_layer)).collect()
+        };
+        Ok(Self {
+            k: pools()?,
+            v: pools()?,
+        })
     }
 }
 
 impl CpuKvCache {
-    /// Allocates zeroed pools.
+    /// Reserves zeroed pools; their memory is committed as blocks are
+    /// written (see [`lazy`]).
     pub fn new(shape: KvCacheShape) -> Result<Self> {
         let per_layer = shape
             .num_blocks
@@ -61,8 +65,8 @@ impl CpuKvCache {
             .and_then(|n| n.checked_mul(shape.num_kv_heads * shape.head_dim))
             .ok_or_else(|| ModelError::Backend(format!("KV cache {shape:?} is too large")))?;
         let pools = match shape.dtype {
-            KvCacheDtype::F16 => Pools::F16(LayerPools::new(shape.num_layers, per_layer)),
-            KvCacheDtype::F32 => Pools::F32(LayerPools::new(shape.num_layers, per_layer)),
+            KvCacheDtype::F16 => Pools::F16(LayerPools::new(shape.num_layers, per_layer)?),
+            KvCacheDtype::F32 => Pools::F32(LayerPools::new(shape.num_layers, per_layer)?),
         };
         Ok(Self { shape, pools })
     }
