@@ -1,6 +1,7 @@
 //! OpenAI request fields tessera does not implement. Each one is either
-//! accepted because, as sent, it changes nothing (`metadata`, `tools: []`,
-//! `response_format: {"type": "text"}`), or rejected with a 400 that names it.
+//! accepted because, as sent, it changes nothing (`metadata`, `tools: []`),
+//! or rejected with a 400 that names it. (`response_format` and the other
+//! structured-output fields are the `structured` module's.)
 //! Nothing is silently ignored: a field that is neither here nor a field of the
 //! endpoint's request type is an unknown-field error.
 
@@ -61,10 +62,6 @@ fn harmless(key: &str, value: &Value, chat: bool) -> Option<Result<(), ApiError>
             "function calling is not implemented",
         ),
         "parallel_tool_calls" if chat => ok(true, ""),
-        "response_format" if chat => ok(
-            absent || value.get("type").and_then(Value::as_str) == Some("text"),
-            "structured output (json_object, json_schema) is not implemented",
-        ),
         "modalities" if chat => ok(
             absent
                 || value
@@ -105,7 +102,7 @@ mod tests {
     #[test]
     fn harmless_values_are_stripped() {
         let left = check(
-            json!({"user": "u1", "tools": [], "tool_choice": "none", "response_format": {"type": "text"},
+            json!({"user": "u1", "tools": [], "tool_choice": "none",
                    "store": false, "temperature": 0.5}),
             true,
         )
@@ -125,11 +122,6 @@ mod tests {
     fn effective_values_are_rejected_by_name() {
         let cases = [
             (json!({"tools": [{"type": "function"}]}), true, "tools"),
-            (
-                json!({"response_format": {"type": "json_schema"}}),
-                true,
-                "response_format",
-            ),
             (json!({"tool_choice": "required"}), true, "tool_choice"),
             (json!({"store": true}), true, "store"),
             (json!({"suffix": "end"}), false, "suffix"),

@@ -26,6 +26,7 @@ use crate::registry::{route, with_version};
 use crate::routes::sse::{data_event, next_step, StreamStep};
 use crate::sampling::{decide_max_tokens, SamplingFields};
 use crate::state::AppState;
+use crate::structured;
 use crate::text::TextModel;
 use crate::{logprobs, messages};
 
@@ -46,6 +47,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
+    let structured = structured::take(&mut body, true)?;
     strip_unimplemented(&mut body, true)?;
     let fields = SamplingFields::take(&mut body)?;
     let chat: ChatFields = typed(body)?;
@@ -82,6 +84,9 @@ pub async fn chat_completions(
             ))
         }
     };
+    if let Some(s) = &structured {
+        params.constraint = Some(s.compile(&*model.text)?);
+    }
     let include_usage = fields.include_usage()?;
     let want_logprobs = params.logprobs.is_some();
     let outputs = submit(
