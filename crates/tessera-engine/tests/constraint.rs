@@ -186,7 +186,7 @@ fn each_of_n_samples_walks_its_own_state() {
 fn batching_changes_no_ones_tokens() {
     let (c, _) = alphabet(&[2, 9, 11, 30, 31, 44], 12);
     let mk = |i: u32| -> Request {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             request(i, sampled(100 + u64::from(i), 1, 20, &c))
         } else {
             let mut p = sampled(100 + u64::from(i), 1, 12, &c);
