@@ -71,4 +71,23 @@ impl TextModel for ModelText {
         };
         compiler.compile(&grammar)
     }
+
+    fn template_handles_tools(&self) -> bool {
+        self.template
+            .as_ref()
+            .is_some_and(|t| t.source().contains("tools"))
+    }
+
+    fn render_chat_with_tools(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: &[serde_json::Value],
+    ) -> Result<String, String> {
+        let template = chat::require(self.template.as_ref()).map_err(|e| e.to_string())?;
+        let extra = serde_json::json!({ "tools": tools });
+        template
+            .render_json(messages, add_generation_prompt, &extra)
+            .map_err(|e| e.to_string())
+    }
 }

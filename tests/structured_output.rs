@@ -1,9 +1,11 @@
-//! Structured output end to end: the in-process server over the default
+//! Structured output and tool calling end to end: the in-process server over the default
 //! model, driven by the official OpenAI Python SDK (`parse()` with a Pydantic
 //! model, streamed and whole; JSON schemas with n > 1 and logprobs; vLLM's
 //! `guided_*` / `structured_outputs`; 400s for bad schemas), and a property
 //! check: outputs under many generated JSON schemas all validate with
-//! Python's `jsonschema`, an independent validator.
+//! Python's `jsonschema`, an independent validator; tools with `required`
+//! and a named function, whole and streamed (the SDK assembling the calls),
+//! a second turn with a `tool` message, and `auto`.
 
 mod common;
 

@@ -1,4 +1,4 @@
-"""Structured output driven by the official OpenAI Python SDK, with every
+"""Structured output and tool calling driven by the official OpenAI Python SDK, with every
 output checked by Python's `jsonschema` (an independent validator).
 
 Usage: check_structured.py BASE_URL MODEL
@@ -197,6 +197,112 @@ def every_output_under_generated_schemas_validates():
         validated += 1
     assert validated >= count * 3 // 4, f"only {validated} of {count} finished"
     print(f"   {validated} of {count} outputs validated")
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}}, "required": ["zone"],
+    "additionalProperties": False}}}
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def check_call(call, tools=(WEATHER, TIME)):
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    assert call.type == "function" and call.id.startswith("call_"), call
+    assert call.function.name in schemas, call
+    jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+
+
+@check
+def required_tool_choice_gives_valid_calls_whole_and_streamed():
+    for seed in range(3):
+        done = client.chat.completions.create(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER, TIME],
+                                              tool_choice="required", max_tokens=150, seed=seed)
+        c = done.choices[0]
+        assert c.finish_reason == "tool_calls", c
+        assert c.message.tool_calls, c.message
+        for call in c.message.tool_calls:
+            check_call(call)
+    with client.chat.completions.stream(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER, TIME],
+                                        tool_choice="required", max_tokens=150, seed=5) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    c = final.choices[0]
+    assert c.finish_reason == "tool_calls", c
+    for call in c.message.tool_calls:
+        check_call(call)
+
+
+@check
+def a_named_function_is_the_one_called_and_streams_like_openai():
+    named = {"type": "function", "function": {"name": "get_time"}}
+    done = client.chat.completions.create(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER, TIME],
+                                          tool_choice=named, max_tokens=150, seed=1)
+    calls = done.choices[0].message.tool_calls
+    assert [c.function.name for c in calls] == ["get_time"], calls
+    check_call(calls[0])
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER, TIME],
+                                                 tool_choice=named, max_tokens=150, seed=1, stream=True))
+    deltas = [d for ch in chunks if ch.choices for d in (ch.choices[0].delta.tool_calls or [])]
+    first = deltas[0]
+    assert first.index == 0 and first.id.startswith("call_") and first.type == "function", first
+    assert first.function.name == "get_time", first
+    assert all(d.id is None and d.function.name is None for d in deltas[1:]), deltas
+    args = "".join(d.function.arguments or "" for d in deltas)
+    assert args == calls[0].function.arguments, (args, calls[0].function.arguments)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+@check
+def a_tool_result_goes_back_for_a_second_turn():
+    first = client.chat.completions.create(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER],
+                                           tool_choice="required", max_tokens=150, seed=2).choices[0].message
+    call = first.tool_calls[0]
+    history = ASK_WEATHER + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "sky": "clear"})},
+    ]
+    second = client.chat.completions.create(model=MODEL, messages=history, tools=[WEATHER], tool_choice="none",
+                                            max_tokens=40, seed=2).choices[0]
+    assert second.message.tool_calls is None and second.message.content, second
+    auto = client.chat.completions.create(model=MODEL, messages=history, tools=[WEATHER], max_tokens=150,
+                                          seed=2).choices[0]
+    if auto.message.tool_calls:
+        assert auto.finish_reason == "tool_calls"
+    else:
+        assert "<tool_call>" not in (auto.message.content or "") or auto.finish_reason == "length", auto
+
+
+@check
+def bad_tool_requests_are_400s():
+    import openai
+    cases = [
+        (dict(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice"),
+        (dict(tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools[0].function.name"),
+        (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                                                                                    "if": {}}}}],
+              tool_choice="required"), "tools"),
+    ]
+    for extra, param in cases:
+        try:
+            client.chat.completions.create(model=MODEL, messages=ASK_WEATHER, max_tokens=5, **extra)
+        except openai.BadRequestError as e:
+            assert (e.body or {}).get("param") == param, e.body
+        else:
+            raise AssertionError(f"{extra} was accepted")
 
 
 failed = 0

@@ -1,7 +1,8 @@
 //! OpenAI request fields tessera does not implement. Each one is either
-//! accepted because, as sent, it changes nothing (`metadata`, `tools: []`),
+//! accepted because, as sent, it changes nothing (`metadata`, `functions: []`),
 //! or rejected with a 400 that names it. (`response_format` and the other
-//! structured-output fields are the `structured` module's.)
+//! structured-output fields are the `structured` module's, tools the `tools`
+//! module's.)
 //! Nothing is silently ignored: a field that is neither here nor a field of the
 //! endpoint's request type is an unknown-field error.
 
@@ -54,14 +55,12 @@ fn harmless(key: &str, value: &Value, chat: bool) -> Option<Result<(), ApiError>
     };
     let empty_list = value.as_array().is_some_and(Vec::is_empty);
     let result = match key {
-        "tools" | "functions" if chat => {
-            ok(absent || empty_list, "function calling is not implemented")
-        }
-        "tool_choice" | "function_call" if chat => ok(
-            absent || matches!(value.as_str(), Some("none" | "auto")),
-            "function calling is not implemented",
+        // The legacy names of `tools` and `tool_choice`.
+        "functions" if chat => ok(absent || empty_list, "use 'tools' instead"),
+        "function_call" if chat => ok(
+            absent || matches!(value.as_str(), Some("none")),
+            "use 'tool_choice' instead",
         ),
-        "parallel_tool_calls" if chat => ok(true, ""),
         "modalities" if chat => ok(
             absent
                 || value
@@ -102,7 +101,7 @@ mod tests {
     #[test]
     fn harmless_values_are_stripped() {
         let left = check(
-            json!({"user": "u1", "tools": [], "tool_choice": "none",
+            json!({"user": "u1", "functions": [], "function_call": "none",
                    "store": false, "temperature": 0.5}),
             true,
         )
@@ -121,8 +120,8 @@ mod tests {
     #[test]
     fn effective_values_are_rejected_by_name() {
         let cases = [
-            (json!({"tools": [{"type": "function"}]}), true, "tools"),
-            (json!({"tool_choice": "required"}), true, "tool_choice"),
+            (json!({"functions": [{"name": "f"}]}), true, "functions"),
+            (json!({"function_call": "auto"}), true, "function_call"),
             (json!({"store": true}), true, "store"),
             (json!({"suffix": "end"}), false, "suffix"),
         ];

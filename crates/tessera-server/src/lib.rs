@@ -39,6 +39,7 @@ pub mod streams;
 mod structured;
 mod text;
 pub mod tls;
+mod tools;
 mod tracker;
 
 pub use config::{ConfigError, Limits, RateLimitConfig, ServerConfig, DEFAULT_MAX_BODY_BYTES};

@@ -51,4 +51,22 @@ pub trait TextModel: Send + Sync {
         let _ = grammar;
         Err("structured output is not available for this model".into())
     }
+
+    /// Whether the chat template renders a `tools` list itself (otherwise
+    /// the server describes the tools in a system message).
+    fn template_handles_tools(&self) -> bool {
+        false
+    }
+
+    /// [`TextModel::render_chat`] with `tools` (OpenAI's shape) passed to the
+    /// template as transformers passes them.
+    fn render_chat_with_tools(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: &[serde_json::Value],
+    ) -> Result<String, String> {
+        let _ = tools;
+        self.render_chat(messages, add_generation_prompt)
+    }
 }
