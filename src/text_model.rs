@@ -1,16 +1,21 @@
 //! The server's view of a model's text side ([`TextModel`]) over
 //! tessera-model's tokenizer and chat template.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use tessera_engine::Constraint;
 use tessera_model::chat::{self, ChatTemplate};
+use tessera_model::structured::{Grammar, GrammarCompiler, VocabError};
 use tessera_model::tokenizer::Tokenizer;
-use tessera_server::TextModel;
+use tessera_server::{GrammarSpec, TextModel};
 
 /// A tokenizer and, if the model has one, its chat template.
 pub struct ModelText {
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
+    /// Built on the first structured-output request, then kept for the
+    /// model's life (the token trie is the costly part).
+    grammars: OnceLock<Result<GrammarCompiler, VocabError>>,
 }
 
 impl ModelText {
@@ -19,6 +24,7 @@ impl ModelText {
         Self {
             tokenizer,
             template,
+            grammars: OnceLock::new(),
         }
     }
 }
@@ -44,6 +50,44 @@ impl TextModel for ModelText {
         let template = chat::require(self.template.as_ref()).map_err(|e| e.to_string())?;
         template
             .render_json(messages, add_generation_prompt, &serde_json::Value::Null)
+            .map_err(|e| e.to_string())
+    }
+
+    fn compile_grammar(&self, grammar: &GrammarSpec) -> Result<Constraint, String> {
+        let compiler = self
+            .grammars
+            .get_or_init(|| {
+                let width = self.tokenizer.vocab_size();
+                GrammarCompiler::new(self.tokenizer.clone(), width)
+            })
+            .as_ref()
+            .map_err(|e| e.to_string())?;
+        let grammar = match grammar {
+            GrammarSpec::JsonSchema(s) => Grammar::JsonSchema(s.clone()),
+            GrammarSpec::JsonObject => Grammar::JsonObject,
+            GrammarSpec::Regex(r) => Grammar::Regex(r.clone()),
+            GrammarSpec::Lark(l) => Grammar::Lark(l.clone()),
+            GrammarSpec::Choice(c) => Grammar::Choice(c.clone()),
+        };
+        compiler.compile(&grammar)
+    }
+
+    fn template_handles_tools(&self) -> bool {
+        self.template
+            .as_ref()
+            .is_some_and(|t| t.source().contains("tools"))
+    }
+
+    fn render_chat_with_tools(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: &[serde_json::Value],
+    ) -> Result<String, String> {
+        let template = chat::require(self.template.as_ref()).map_err(|e| e.to_string())?;
+        let extra = serde_json::json!({ "tools": tools });
+        template
+            .render_json(messages, add_generation_prompt, &extra)
             .map_err(|e| e.to_string())
     }
 }

@@ -56,15 +56,16 @@ fn bad_requests_get_openai_errors_naming_the_problem() {
         ),
         (
             chat,
-            json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"messages": msgs, "tools": [{"type": "function", "function": {"name": "f"}}],
+                   "tool_choice": {"type": "function", "function": {"name": "g"}}}),
             400,
-            Some("tools"),
+            Some("tool_choice"),
         ),
         (
             chat,
             json!({"messages": msgs, "response_format": {"type": "json_schema"}}),
             400,
-            Some("response_format"),
+            Some("response_format.json_schema"),
         ),
         (
             chat,

@@ -189,8 +189,9 @@ def extensions_pass_through_extra_body():
 def bad_requests_raise_bad_request_error():
     cases = [
         dict(temperature=-1),
-        dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-        dict(response_format={"type": "json_object"}),
+        dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+             tool_choice={"type": "function", "function": {"name": "g"}}),
+        dict(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
         dict(extra_body={"not_a_field": 1}),
     ]
     for extra in cases:

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod block_pool;
+pub mod constraint;
 pub mod detokenize;
 pub mod engine;
 pub mod request;
@@ -12,6 +13,7 @@ pub mod scheduler;
 pub mod stop;
 
 pub use batch::{Batch, SequenceChunk};
+pub use constraint::{Constraint, ConstraintFactory, TokenConstraint};
 pub use detokenize::{IncrementalDetokenizer, TokenDecoder};
 pub use runner::{Logits, Runner};
 

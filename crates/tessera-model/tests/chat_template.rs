@@ -1,7 +1,8 @@
 //! Chat templates render what transformers' `apply_chat_template` renders: the
 //! default model's own template gives the prompts llama.cpp's fixtures were made
 //! with, and real Llama 3, Qwen2.5 and Mistral templates give their documented
-//! formats for system messages, multi-turn and `add_generation_prompt`.
+//! formats for system messages, multi-turn and `add_generation_prompt`, and
+//! tools with tool-call turns exactly as transformers renders them.
 
 mod common;
 
@@ -119,4 +120,28 @@ fn a_model_without_a_template_refuses_chat() {
 fn a_template_that_does_not_parse_fails_at_load() {
     let err = ChatTemplate::new("{% for %}", None, None).expect_err("syntax error");
     assert!(err.to_string().contains("invalid chat template"), "{err}");
+}
+
+/// Tools, an assistant's tool call and a tool result render as transformers
+/// renders them (tests/fixtures/templates/tools-rendered.json, made by
+/// scripts/tool-template-fixtures with transformers' renderer).
+#[test]
+fn tools_and_tool_turns_render_as_transformers_renders_them() {
+    let path = common::repo_root().join("tests/fixtures/templates/tools-rendered.json");
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON");
+    let messages = fixture["messages"].as_array().expect("messages").clone();
+    let extra = serde_json::json!({ "tools": fixture["tools"] });
+    let cases = fixture["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        let name = case["template"].as_str().expect("name");
+        let t = template(
+            name,
+            case["bos_token"].as_str().expect("bos"),
+            case["eos_token"].as_str().expect("eos"),
+        );
+        let got = t.render_json(&messages, true, &extra).expect("renders");
+        assert_eq!(got, case["rendered"].as_str().expect("text"), "{name}");
+    }
 }

@@ -1,6 +1,8 @@
 //! OpenAI request fields tessera does not implement. Each one is either
-//! accepted because, as sent, it changes nothing (`metadata`, `tools: []`,
-//! `response_format: {"type": "text"}`), or rejected with a 400 that names it.
+//! accepted because, as sent, it changes nothing (`metadata`, `functions: []`),
+//! or rejected with a 400 that names it. (`response_format` and the other
+//! structured-output fields are the `structured` module's, tools the `tools`
+//! module's.)
 //! Nothing is silently ignored: a field that is neither here nor a field of the
 //! endpoint's request type is an unknown-field error.
 
@@ -53,17 +55,11 @@ fn harmless(key: &str, value: &Value, chat: bool) -> Option<Result<(), ApiError>
     };
     let empty_list = value.as_array().is_some_and(Vec::is_empty);
     let result = match key {
-        "tools" | "functions" if chat => {
-            ok(absent || empty_list, "function calling is not implemented")
-        }
-        "tool_choice" | "function_call" if chat => ok(
-            absent || matches!(value.as_str(), Some("none" | "auto")),
-            "function calling is not implemented",
-        ),
-        "parallel_tool_calls" if chat => ok(true, ""),
-        "response_format" if chat => ok(
-            absent || value.get("type").and_then(Value::as_str) == Some("text"),
-            "structured output (json_object, json_schema) is not implemented",
+        // The legacy names of `tools` and `tool_choice`.
+        "functions" if chat => ok(absent || empty_list, "use 'tools' instead"),
+        "function_call" if chat => ok(
+            absent || matches!(value.as_str(), Some("none")),
+            "use 'tool_choice' instead",
         ),
         "modalities" if chat => ok(
             absent
@@ -105,7 +101,7 @@ mod tests {
     #[test]
     fn harmless_values_are_stripped() {
         let left = check(
-            json!({"user": "u1", "tools": [], "tool_choice": "none", "response_format": {"type": "text"},
+            json!({"user": "u1", "functions": [], "function_call": "none",
                    "store": false, "temperature": 0.5}),
             true,
         )
@@ -124,13 +120,8 @@ mod tests {
     #[test]
     fn effective_values_are_rejected_by_name() {
         let cases = [
-            (json!({"tools": [{"type": "function"}]}), true, "tools"),
-            (
-                json!({"response_format": {"type": "json_schema"}}),
-                true,
-                "response_format",
-            ),
-            (json!({"tool_choice": "required"}), true, "tool_choice"),
+            (json!({"functions": [{"name": "f"}]}), true, "functions"),
+            (json!({"function_call": "auto"}), true, "function_call"),
             (json!({"store": true}), true, "store"),
             (json!({"suffix": "end"}), false, "suffix"),
         ];

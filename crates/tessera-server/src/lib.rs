@@ -42,8 +42,10 @@ mod sampling;
 mod server;
 mod state;
 pub mod streams;
+mod structured;
 mod text;
 pub mod tls;
+mod tools;
 mod tracker;
 
 pub use config::{ConfigError, Limits, RateLimitConfig, ServerConfig, DEFAULT_MAX_BODY_BYTES};
@@ -55,5 +57,5 @@ pub use routes::router;
 pub use sampling::MAX_N;
 pub use server::{serve, shutdown_signal, ClientAddr, ConnInfo};
 pub use state::AppState;
-pub use text::TextModel;
+pub use text::{GrammarSpec, TextModel};
 pub use tls::{load_acceptor, TlsError};

@@ -70,6 +70,13 @@ fn normalize_one(i: usize, message: &Value) -> Result<Value, ApiError> {
             // Empty leftovers of tool-less clients change nothing.
             "refusal" | "tool_calls" | "function_call" | "audio" if value.is_null() => {}
             "tool_calls" if value.as_array().is_some_and(Vec::is_empty) => {}
+            "tool_calls" if role == "assistant" => {
+                check_tool_calls(i, value)?;
+                out.insert(key.clone(), value.clone());
+            }
+            "tool_call_id" if role == "tool" && value.is_string() => {
+                out.insert(key.clone(), value.clone());
+            }
             _ => {
                 return Err(ApiError::invalid_param(
                     at(key),
@@ -79,6 +86,30 @@ fn normalize_one(i: usize, message: &Value) -> Result<Value, ApiError> {
         }
     }
     Ok(Value::Object(out))
+}
+
+/// An assistant's `tool_calls`: `[{id, type: "function", function: {name, arguments}}]`.
+fn check_tool_calls(i: usize, value: &Value) -> Result<(), ApiError> {
+    let calls = value.as_array().ok_or_else(|| {
+        ApiError::invalid_param(
+            format!("messages[{i}].tool_calls"),
+            format!("messages[{i}].tool_calls must be a list"),
+        )
+    })?;
+    for (j, call) in calls.iter().enumerate() {
+        let ok = call.pointer("/function/name").is_some_and(Value::is_string)
+            && call
+                .pointer("/function/arguments")
+                .is_none_or(|a| a.is_string() || a.is_object());
+        if !ok {
+            let param = format!("messages[{i}].tool_calls[{j}]");
+            return Err(ApiError::invalid_param(
+                param.clone(),
+                format!("{param} must be {{\"function\": {{\"name\": ..., \"arguments\": ...}}}}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn flatten_parts(i: usize, parts: &[Value]) -> Result<String, ApiError> {
@@ -151,6 +182,10 @@ mod tests {
             ),
             (
                 json!({"role": "assistant", "content": "x", "tool_calls": [{}]}),
+                "messages[0].tool_calls[0]",
+            ),
+            (
+                json!({"role": "user", "content": "x", "tool_calls": [{"function": {"name": "f"}}]}),
                 "messages[0].tool_calls",
             ),
             (json!("hello"), "messages[0]"),

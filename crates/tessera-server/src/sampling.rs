@@ -232,6 +232,7 @@ impl SamplingFields {
             ignore_eos: self.ignore_eos.unwrap_or(false),
             logprobs: None,
             skip_special_tokens: self.skip_special_tokens.unwrap_or(true),
+            constraint: None,
         })
     }
 }

@@ -2,6 +2,23 @@
 //! and chat templates. The binary implements it over tessera-model's tokenizer,
 //! so this crate never depends on the model crate (and its tests can fake it).
 
+use tessera_engine::Constraint;
+
+/// What a request constrains its output to (see the `structured` module).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrammarSpec {
+    /// A JSON value matching this JSON schema.
+    JsonSchema(serde_json::Value),
+    /// Any JSON object.
+    JsonObject,
+    /// Text matching this regular expression, whole.
+    Regex(String),
+    /// Text matching a Lark grammar (llguidance's dialect).
+    Lark(String),
+    /// Exactly one of these strings.
+    Choice(Vec<String>),
+}
+
 /// A model's tokenizer and chat template, as the HTTP layer uses them.
 ///
 /// Errors are messages meant for the client (they become 400 responses).
@@ -27,4 +44,29 @@ pub trait TextModel: Send + Sync {
         messages: &[serde_json::Value],
         add_generation_prompt: bool,
     ) -> Result<String, String>;
+
+    /// Compiles `grammar` into a constraint over this model's vocabulary.
+    /// The error says what is wrong with the grammar (it becomes a 400).
+    fn compile_grammar(&self, grammar: &GrammarSpec) -> Result<Constraint, String> {
+        let _ = grammar;
+        Err("structured output is not available for this model".into())
+    }
+
+    /// Whether the chat template renders a `tools` list itself (otherwise
+    /// the server describes the tools in a system message).
+    fn template_handles_tools(&self) -> bool {
+        false
+    }
+
+    /// [`TextModel::render_chat`] with `tools` (OpenAI's shape) passed to the
+    /// template as transformers passes them.
+    fn render_chat_with_tools(
+        &self,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+        tools: &[serde_json::Value],
+    ) -> Result<String, String> {
+        let _ = tools;
+        self.render_chat(messages, add_generation_prompt)
+    }
 }

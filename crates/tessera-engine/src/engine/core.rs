@@ -195,7 +195,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         // Show the requests this step admitted while its forward runs.
         self.publish_gauges();
         let forward_start = Instant::now();
-        let result = self.runner.execute(&batch);
+        let result = self.execute_with_masks(&planned, &batch);
         let forward = forward_start.elapsed();
         match result {
             Ok(logits) => self.on_forward(&planned, &batch, logits),
@@ -217,6 +217,46 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         EngineStats::add(&s.step_nanos, step_nanos);
         s.last_step_nanos.store(step_nanos, Ordering::Relaxed);
         true
+    }
+
+    /// Runs the forward pass while another thread computes the constraint
+    /// masks of the constrained sequences that will sample this step, so a
+    /// batch pays for its masks only where they take longer than the forward.
+    fn execute_with_masks(
+        &mut self,
+        planned: &[Scheduled],
+        batch: &Batch,
+    ) -> Result<Logits, R::Error> {
+        let constrained: Vec<SeqId> = planned
+            .iter()
+            .zip(&batch.chunks)
+            .filter(|(p, c)| {
+                c.wants_logits
+                    && self
+                        .samples
+                        .get(&p.seq)
+                        .is_some_and(|s| s.constraint.is_some())
+            })
+            .map(|(p, _)| p.seq)
+            .collect();
+        if constrained.is_empty() {
+            return self.runner.execute(batch);
+        }
+        let (runner, samples) = (&mut self.runner, &mut self.samples);
+        std::thread::scope(|scope| {
+            let masks = scope.spawn(|| {
+                for id in &constrained {
+                    if let Some(sample) = samples.get_mut(id) {
+                        sample.prepare_mask();
+                    }
+                }
+            });
+            let result = runner.execute(batch);
+            // A panic in the grammar engine leaves masks unready; the
+            // sampling step computes (and reports) them itself.
+            let _ = masks.join();
+            result
+        })
     }
 
     /// Takes the forward's logits: checks their shape, then samples each
@@ -324,13 +364,28 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         let Some(sample) = self.samples.get_mut(&seq_id) else {
             return;
         };
-        let sampled = sample.sampler.sample(
+        sample.prepare_mask();
+        if let Some(e) = sample.mask_error.take() {
+            let request = sample.request;
+            self.fail(request, &format!("structured output failed: {e}"));
+            return;
+        }
+        let allowed = sample.constraint.is_some().then_some(&sample.mask[..]);
+        let sampled = sample.sampler.sample_masked(
             logits,
             &seq.tokens[..seq.prompt_len],
             seq.output(),
             &self.config.eos_token_ids,
+            allowed,
         );
+        sample.mask_ready = false;
         let request = sample.request;
+        if let Some(c) = sample.constraint.as_mut() {
+            if let Err(e) = c.commit(sampled.token) {
+                self.fail(request, &format!("structured output failed: {e}"));
+                return;
+            }
+        }
         let Some(seq) = self.scheduler.get_mut(seq_id) else {
             return;
         };

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::constraint::TokenConstraint;
 use crate::detokenize::{IncrementalDetokenizer, TokenDecoder};
 use crate::request::{FinishReason, RequestId, StopReason};
 use crate::sampling::{Sampler, SamplingParams};
@@ -21,6 +22,14 @@ pub(super) struct SampleState {
     emitted: usize,
     /// Bytes of `text` already searched for stop strings.
     checked: usize,
+    /// The structured-output state, when the request has a constraint.
+    pub constraint: Option<Box<dyn TokenConstraint>>,
+    /// The constraint's mask for the next token, once computed.
+    pub mask: Vec<u32>,
+    /// Whether `mask` (or `mask_error`) is for the next token.
+    pub mask_ready: bool,
+    /// Why the constraint could not give a mask.
+    pub mask_error: Option<String>,
 }
 
 /// What a new token did to a sample.
@@ -43,6 +52,10 @@ impl SampleState {
             sampler: Sampler::new(params.clone(), index),
             detok: IncrementalDetokenizer::new(prompt, params.skip_special_tokens),
             stops: StopStrings::new(&params.stop),
+            constraint: params.constraint.as_ref().map(|c| c.start()),
+            mask: Vec::new(),
+            mask_ready: false,
+            mask_error: None,
             params,
             text: String::new(),
             emitted: 0,
@@ -69,13 +82,16 @@ impl SampleState {
         } else {
             let delta = self.detok.push(decoder, token)?;
             self.text.push_str(&delta);
-            let at_end = at_length_limit || num_output >= p.max_tokens;
+            let complete = self.constraint.as_ref().is_some_and(|c| c.is_finished());
+            let at_end = complete || at_length_limit || num_output >= p.max_tokens;
             if at_end {
                 let rest = self.detok.flush(decoder)?;
                 self.text.push_str(&rest);
             }
             if let Some(stop) = self.find_stop(num_output) {
                 finish = Some(stop);
+            } else if complete {
+                finish = Some((FinishReason::Stop, None));
             } else if at_end {
                 finish = Some((FinishReason::Length, None));
             }
@@ -88,6 +104,19 @@ impl SampleState {
         let text = self.text[self.emitted..upto.max(self.emitted)].to_string();
         self.emitted = upto.max(self.emitted);
         Ok(TokenEffect { text, finish })
+    }
+
+    /// Computes the constraint's mask for the next token (a no-op without a
+    /// constraint or when it is already computed); an error is kept for the
+    /// sampling step to report.
+    pub fn prepare_mask(&mut self) {
+        if self.mask_ready {
+            return;
+        }
+        if let Some(c) = self.constraint.as_mut() {
+            self.mask_error = c.fill_mask(&mut self.mask).err();
+        }
+        self.mask_ready = true;
     }
 
     /// Looks for a stop string in the text not yet searched; on a match, cuts the

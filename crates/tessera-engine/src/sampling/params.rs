@@ -1,5 +1,7 @@
 //! Per-request sampling parameters and their validation.
 
+use crate::constraint::Constraint;
+
 /// Temperatures below this are treated as greedy, like vLLM's `_SAMPLING_EPS`:
 /// dividing by a near-zero temperature would overflow the scaled logits anyway.
 pub const GREEDY_TEMPERATURE_EPS: f32 = 1e-5;
@@ -51,6 +53,9 @@ pub struct SamplingParams {
     pub logprobs: Option<usize>,
     /// Drop special tokens when detokenizing.
     pub skip_special_tokens: bool,
+    /// Structured output: only tokens the constraint allows are sampled, and
+    /// the sequence stops when it is complete (`max_tokens` still applies).
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for SamplingParams {
@@ -73,6 +78,7 @@ impl Default for SamplingParams {
             ignore_eos: false,
             logprobs: None,
             skip_special_tokens: true,
+            constraint: None,
         }
     }
 }
@@ -245,6 +251,7 @@ mod tests {
             ignore_eos: true,
             logprobs: Some(20),
             skip_special_tokens: false,
+            constraint: None,
         };
         assert_eq!(p.validate(VOCAB), Ok(()));
         assert_eq!(

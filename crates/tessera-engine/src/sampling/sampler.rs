@@ -12,6 +12,7 @@ use super::logprobs::{log_sum_exp, logprob, top_logprobs};
 use super::params::SamplingParams;
 use super::penalties::{apply_logit_bias, apply_min_tokens, apply_penalties, TokenCounts, Touched};
 use super::select::{argmax, draw, filter, Filters, SelectScratch};
+use crate::constraint::is_allowed;
 
 /// Vocabulary-sized scratch buffers.
 #[derive(Default)]
@@ -124,6 +125,23 @@ impl Sampler {
         output: &[u32],
         eos_token_ids: &[u32],
     ) -> SampledToken {
+        self.sample_masked(logits, prompt, output, eos_token_ids, None)
+    }
+
+    /// [`Sampler::sample`] restricted to the tokens set in `allowed` (a
+    /// bitmask, bit `t % 32` of word `t / 32`; tokens past its end are
+    /// disallowed), from a constraint. The mask applies after the penalties,
+    /// bias and min_tokens, before temperature and the filters; logprobs stay
+    /// those of the raw row, as without a mask. If processing leaves nothing
+    /// drawable, the fallback is the allowed token with the highest raw logit.
+    pub fn sample_masked(
+        &mut self,
+        logits: &mut [f32],
+        prompt: &[u32],
+        output: &[u32],
+        eos_token_ids: &[u32],
+        allowed: Option<&[u32]>,
+    ) -> SampledToken {
         let Self {
             params,
             rng,
@@ -144,6 +162,9 @@ impl Sampler {
             apply_penalties(logits, prompt, output, p, &mut s.counts, touched);
             apply_logit_bias(logits, p, touched);
             apply_min_tokens(logits, output.len(), eos_token_ids, p, touched);
+            if let Some(mask) = allowed {
+                apply_mask(logits, mask, touched);
+            }
             match u {
                 None => argmax(logits),
                 Some(u) => {
@@ -165,7 +186,12 @@ impl Sampler {
         for &(t, v) in touched.iter().rev() {
             logits[t as usize] = v;
         }
-        let token = chosen.or_else(|| argmax(logits)).unwrap_or(0);
+        let token = chosen
+            .or_else(|| match allowed {
+                Some(mask) => argmax_allowed(logits, mask),
+                None => argmax(logits),
+            })
+            .unwrap_or(0);
         let logprob = match (lse, logits.get(token as usize)) {
             (Some(lse), Some(&x)) => Some(logprob(x, lse)),
             (Some(_), None) => Some(f32::NEG_INFINITY),
@@ -177,4 +203,25 @@ impl Sampler {
             top_logprobs: top,
         }
     }
+}
+
+/// Sets every token not in `mask` to -inf, remembering the values.
+fn apply_mask(logits: &mut [f32], mask: &[u32], touched: &mut Touched) {
+    for (t, l) in logits.iter_mut().enumerate() {
+        if !is_allowed(mask, t as u32) && *l != f32::NEG_INFINITY {
+            touched.push((t as u32, *l));
+            *l = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// The allowed token with the highest (non-NaN) logit, lowest id on ties.
+fn argmax_allowed(logits: &[f32], mask: &[u32]) -> Option<u32> {
+    let mut best: Option<(u32, f32)> = None;
+    for (t, &l) in logits.iter().enumerate() {
+        if is_allowed(mask, t as u32) && !l.is_nan() && best.is_none_or(|(_, b)| l > b) {
+            best = Some((t as u32, l));
+        }
+    }
+    best.map(|(t, _)| t)
 }

@@ -152,6 +152,17 @@ impl Tokenizer {
     pub fn eos_token_ids(&self) -> &[u32] {
         &self.eos_token_ids
     }
+
+    /// The tokenizer as a tokenizer.json document (what structured output
+    /// reads each token's bytes from).
+    pub fn to_json(&self) -> Result<Json> {
+        let text = self
+            .inner
+            .to_string(false)
+            .map_err(|e| ModelError::Tokenizer(format!("serializing the tokenizer: {e}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| ModelError::Tokenizer(format!("serializing the tokenizer: {e}")))
+    }
 }
 
 impl tessera_engine::TokenDecoder for Tokenizer {

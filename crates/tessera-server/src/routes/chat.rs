@@ -18,7 +18,8 @@ use crate::context::Ctx;
 use crate::error::ApiError;
 use crate::ids::new_id;
 use crate::openai::chat::{
-    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChunkChoice, Delta,
+    AssistantMessage, ChatChoice, ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCall,
+    FunctionDelta, ToolCall, ToolCallDelta,
 };
 use crate::openai::{Header, UsageBody};
 use crate::outputs::{collect, finish_str, submit, visible_logprobs, Outputs, Submission};
@@ -26,8 +27,11 @@ use crate::registry::{route, with_version};
 use crate::routes::sse::{data_event, next_step, StreamStep};
 use crate::sampling::{decide_max_tokens, SamplingFields};
 use crate::state::AppState;
+use crate::structured;
 use crate::text::TextModel;
+use crate::tools::{self, ToolEvent, ToolStream};
 use crate::{logprobs, messages};
+use tessera_engine::request::FinishReason;
 
 /// Chat-only fields (the shared ones are in [`SamplingFields`]).
 #[derive(Debug, Deserialize)]
@@ -46,6 +50,8 @@ pub async fn chat_completions(
     headers: HeaderMap,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
+    let structured = structured::take(&mut body, true)?;
+    let tools = tools::take(&mut body)?;
     strip_unimplemented(&mut body, true)?;
     let fields = SamplingFields::take(&mut body)?;
     let chat: ChatFields = typed(body)?;
@@ -55,10 +61,20 @@ pub async fn chat_completions(
     let limits = &state.config().limits;
 
     let messages = messages::normalize(&chat.messages)?;
-    let prompt_text = model
-        .text
-        .render_chat(&messages, true)
-        .map_err(|e| ApiError::invalid_param("messages", e))?;
+    let rendered = match &tools {
+        Some(t) if model.text.template_handles_tools() => {
+            model
+                .text
+                .render_chat_with_tools(&tools::template_messages(messages), true, &t.raw)
+        }
+        Some(t) => model
+            .text
+            .render_chat(&tools::messages_without_template_support(messages, t), true),
+        None => model
+            .text
+            .render_chat(&tools::template_messages(messages), true),
+    };
+    let prompt_text = rendered.map_err(|e| ApiError::invalid_param("messages", e))?;
     // The template writes the BOS itself where the model wants one.
     let prompt = model
         .text
@@ -83,6 +99,17 @@ pub async fn chat_completions(
             ))
         }
     };
+    let tool_constraint = tools.as_ref().and_then(tools::Tools::constraint);
+    if tool_constraint.is_some() && structured.is_some() {
+        return Err(ApiError::invalid_param(
+            "tool_choice",
+            "a required or named tool_choice cannot be combined with response_format or \
+             structured_outputs",
+        ));
+    }
+    if let Some(s) = structured.as_ref().or(tool_constraint.as_ref()) {
+        params.constraint = Some(s.compile(&*model.text)?);
+    }
     let include_usage = fields.include_usage()?;
     let want_logprobs = params.logprobs.is_some();
     let outputs = submit(
@@ -110,7 +137,11 @@ pub async fn chat_completions(
             object: "chat.completion.chunk",
             ..header
         };
+        let n = outputs.num_choices();
         let stream = ChatStream {
+            tool_streams: tools
+                .is_some()
+                .then(|| (0..n).map(|_| ToolStream::default()).collect()),
             outputs,
             header,
             text,
@@ -129,15 +160,35 @@ pub async fn chat_completions(
     let choices = choices
         .into_iter()
         .enumerate()
-        .map(|(index, c)| ChatChoice {
-            index,
-            logprobs: want_logprobs.then(|| logprobs::chat(&*text, &c.logprobs)),
-            message: AssistantMessage {
-                role: "assistant",
-                content: c.text,
-                refusal: None,
-            },
-            finish_reason: finish_str(c.finish_reason),
+        .map(|(index, c)| {
+            let (content, calls) = match &tools {
+                Some(_) => tools::hermes::parse(&c.text),
+                None => (Some(c.text), Vec::new()),
+            };
+            let tool_calls = (!calls.is_empty()).then(|| {
+                calls
+                    .into_iter()
+                    .map(|call| ToolCall {
+                        id: new_id("call_"),
+                        kind: "function",
+                        function: FunctionCall {
+                            name: call.name,
+                            arguments: call.arguments,
+                        },
+                    })
+                    .collect()
+            });
+            ChatChoice {
+                index,
+                logprobs: want_logprobs.then(|| logprobs::chat(&*text, &c.logprobs)),
+                finish_reason: tool_finish(c.finish_reason, tool_calls.is_some()),
+                message: AssistantMessage {
+                    role: "assistant",
+                    content,
+                    refusal: None,
+                    tool_calls,
+                },
+            }
         })
         .collect();
     let response = Json(ChatCompletion {
@@ -149,9 +200,19 @@ pub async fn chat_completions(
     Ok(with_version(response, route.version))
 }
 
+/// `tool_calls` when a choice that stopped by itself made calls.
+fn tool_finish(reason: Option<FinishReason>, called: bool) -> Option<&'static str> {
+    match reason {
+        Some(FinishReason::Stop) if called => Some("tool_calls"),
+        _ => finish_str(reason),
+    }
+}
+
 /// The state of one streamed chat completion.
 struct ChatStream {
     outputs: Outputs,
+    /// Per choice, when the request has tools: the call parser.
+    tool_streams: Option<Vec<ToolStream>>,
     header: Header,
     text: Arc<dyn TextModel>,
     include_usage: bool,
@@ -195,6 +256,7 @@ impl ChatStream {
                             delta: Delta {
                                 role: Some("assistant"),
                                 content: Some(String::new()),
+                                tool_calls: None,
                             },
                             logprobs: None,
                             finish_reason: None,
@@ -223,6 +285,32 @@ impl ChatStream {
         };
         let lps = visible_logprobs(&out);
         let mut events = Vec::new();
+        if let Some(parser) = self.tool_streams.as_mut().and_then(|p| p.get_mut(index)) {
+            let mut tool_events = parser.push(&out.text);
+            if out.finish_reason.is_some() {
+                tool_events.extend(parser.finish());
+            }
+            let called = parser.num_calls() > 0;
+            let mut logprobs = self.want_logprobs.then(|| logprobs::chat(&*self.text, lps));
+            for e in tool_events {
+                let delta = tool_delta(e);
+                events.push(self.chunk(vec![ChunkChoice {
+                    index,
+                    delta,
+                    logprobs: logprobs.take(),
+                    finish_reason: None,
+                }]));
+            }
+            if out.finish_reason.is_some() {
+                events.push(self.chunk(vec![ChunkChoice {
+                    index,
+                    delta: Delta::default(),
+                    logprobs: None,
+                    finish_reason: tool_finish(out.finish_reason, called),
+                }]));
+            }
+            return Some(events);
+        }
         if !out.text.is_empty() || !lps.is_empty() {
             let logprobs = self.want_logprobs.then(|| logprobs::chat(&*self.text, lps));
             events.push(self.chunk(vec![ChunkChoice {
@@ -230,6 +318,7 @@ impl ChatStream {
                 delta: Delta {
                     role: None,
                     content: Some(out.text.clone()),
+                    tool_calls: None,
                 },
                 logprobs,
                 finish_reason: None,
@@ -244,5 +333,37 @@ impl ChatStream {
             }]));
         }
         Some(events)
+    }
+}
+
+/// A parsed piece of a reply with tools, as a chunk's delta.
+fn tool_delta(event: ToolEvent) -> Delta {
+    let call = |d: ToolCallDelta| Delta {
+        tool_calls: Some(vec![d]),
+        ..Delta::default()
+    };
+    match event {
+        ToolEvent::Content(text) => Delta {
+            content: Some(text),
+            ..Delta::default()
+        },
+        ToolEvent::Start { index, name } => call(ToolCallDelta {
+            index,
+            id: Some(new_id("call_")),
+            kind: Some("function"),
+            function: FunctionDelta {
+                name: Some(name),
+                arguments: String::new(),
+            },
+        }),
+        ToolEvent::Arguments { index, fragment } => call(ToolCallDelta {
+            index,
+            id: None,
+            kind: None,
+            function: FunctionDelta {
+                name: None,
+                arguments: fragment,
+            },
+        }),
     }
 }

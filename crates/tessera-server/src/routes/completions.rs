@@ -25,6 +25,7 @@ use crate::registry::{route, with_version};
 use crate::routes::sse::{data_event, next_step, StreamStep};
 use crate::sampling::{decide_max_tokens, SamplingFields, DEFAULT_COMPLETION_MAX_TOKENS};
 use crate::state::AppState;
+use crate::structured;
 use crate::text::TextModel;
 
 /// `prompt`: text or token ids, one or a batch.
@@ -96,6 +97,7 @@ pub async fn completions(
     headers: HeaderMap,
     JsonObject(mut body): JsonObject,
 ) -> Result<Response, ApiError> {
+    let structured = structured::take(&mut body, false)?;
     strip_unimplemented(&mut body, false)?;
     let fields = SamplingFields::take(&mut body)?;
     let req: CompletionFields = typed(body)?;
@@ -140,6 +142,9 @@ pub async fn completions(
     }
     let mut params = fields.to_params(max_tokens, limits.max_n)?;
     params.logprobs = req.logprobs;
+    if let Some(s) = &structured {
+        params.constraint = Some(s.compile(&*model.text)?);
+    }
     let include_usage = fields.include_usage()?;
     let echoes: Vec<String> = prompts.iter().map(|p| p.text.clone()).collect();
     let want_logprobs = params.logprobs.is_some();
