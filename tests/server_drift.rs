@@ -1,7 +1,7 @@
 //! Drift end to end: a server in-process over tiny random models; short
 //! prompts, then long ones. The prompt length drifts, the completion length
 //! (fixed `max_tokens`, EOS ignored) does not, and `/metrics` says what
-//! `/v1/monitoring/drift` says.
+//! `/v1/monitoring/drift` says. JSON outputs are watched on the default model.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -202,4 +202,88 @@ fn long_prompts_drift_and_fixed_completions_do_not() {
         b"",
     );
     assert_eq!(r.status, 400, "{}", r.text());
+}
+
+/// Requests asking for JSON feed `output_parses`: outputs the constraint
+/// completed parse, outputs `max_tokens` cut short do not; requests that ask
+/// for no JSON add nothing to it.
+#[test]
+fn json_outputs_that_parse_and_outputs_cut_short_are_counted() {
+    let models = common::models();
+    common::register(&models, "smol", &common::engine_args("64MiB", 4096));
+    let state = AppState::new(
+        models.clone(),
+        ServerConfig {
+            drift: DriftConfig {
+                reference_size: 4,
+                window_size: 10,
+                ..DriftConfig::default()
+            },
+            ..ServerConfig::default()
+        },
+    )
+    .expect("config");
+    state.set_ready(true);
+    let addr = common::serve_state(state, None);
+    let ask = |max_tokens: u32, json: bool| {
+        let mut body = json!({
+            "model": "smol", "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "user", "content": "Give me a JSON object about a cat."}],
+        });
+        if json {
+            // A small closed schema: greedy decoding completes it quickly.
+            body["response_format"] = json!({"type": "json_schema", "json_schema": {
+                "name": "cat", "schema": {
+                    "type": "object", "additionalProperties": false, "required": ["name"],
+                    "properties": {"name": {"type": "string", "maxLength": 12}}}}});
+        }
+        let r = common::post(addr, "/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v: Value = r.json();
+        let content = v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        (
+            content,
+            v["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    // Two that finish (the constraint completes well inside 200 tokens)...
+    let mut parsed = 0;
+    for _ in 0..2 {
+        let (content, reason) = ask(200, true);
+        if reason == "stop" {
+            serde_json::from_str::<Value>(&content).expect("a completed JSON output parses");
+            parsed += 1;
+        }
+    }
+    assert!(parsed > 0, "no JSON output completed within 200 tokens");
+    // ...three cut after 3 tokens, and two plain requests.
+    for _ in 0..3 {
+        let (content, reason) = ask(3, true);
+        assert_eq!(reason, "length");
+        assert!(
+            serde_json::from_str::<Value>(&content).is_err(),
+            "{content}"
+        );
+    }
+    ask(8, false);
+    ask(8, false);
+    common::wait_for("7 observations", Duration::from_secs(30), || {
+        drift(addr)["models"][0]["observed"] == 7
+    });
+    let report = drift(addr);
+    let smol = &report["models"][0];
+    let parses = signal(smol, "output_parses");
+    assert_eq!(parses["bins"], json!(["parsed", "unparsed"]), "{parses}");
+    assert_eq!(parses["current"]["count"], 5, "{parses}");
+    assert_eq!(
+        parses["current"]["bins"],
+        json!([parsed, 5 - parsed]),
+        "{parses}"
+    );
 }

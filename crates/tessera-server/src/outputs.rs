@@ -47,6 +47,8 @@ pub struct Submission {
     pub streaming: bool,
     /// The request field holding the prompt, for errors (`prompt`, `messages`).
     pub prompt_param: &'static str,
+    /// Whether the output was asked to be JSON (watched by the drift monitor).
+    pub json_output: bool,
 }
 
 /// Checks the server's limits (prompt length, open streams, token rate), then
@@ -102,7 +104,7 @@ pub fn submit(
         })?;
         streams.push(Some(stream));
     }
-    let tracker = Tracker::new(
+    let mut tracker = Tracker::new(
         ctx.clone(),
         state,
         &model.name,
@@ -111,6 +113,9 @@ pub fn submit(
         n,
         Admission { reservation, slot },
     );
+    if sub.json_output {
+        tracker.expect_json();
+    }
     let deadline = ctx
         .deadline
         .zip(limits.request_timeout)

@@ -12,7 +12,8 @@ use tessera_engine::request::RequestOutput;
 
 use crate::context::RequestContext;
 use crate::metrics::Metrics;
-use crate::monitoring::{signals::finish_reason_value, DriftMonitor, Observation, Signal};
+use crate::monitoring::signals::{finish_reason_value, parse_outcome_value};
+use crate::monitoring::{DriftMonitor, Observation, Signal};
 use crate::rate_limit::TokenReservation;
 use crate::state::AppState;
 use crate::streams::StreamSlot;
@@ -55,6 +56,9 @@ pub struct Tracker {
     drift: Arc<DriftMonitor>,
     observation: Observation,
     version_number: u64,
+    /// Each choice's text so far, kept only when the request asked for JSON
+    /// (whether it parses is a drift signal).
+    json_texts: Option<Vec<String>>,
 }
 
 impl Tracker {
@@ -97,7 +101,14 @@ impl Tracker {
             drift,
             observation,
             version_number,
+            json_texts: None,
         }
+    }
+
+    /// The request asked for JSON output: whether each choice parses is
+    /// observed when it finishes.
+    pub fn expect_json(&mut self) {
+        self.json_texts = Some(vec![String::new(); self.choices.len()]);
     }
 
     /// Records one output of choice `choice`.
@@ -112,6 +123,9 @@ impl Tracker {
         let label = &[&*model, &*version];
         let prompt = choice / self.n.max(1);
         let k = out.token_ids.len() as u64;
+        if let Some(text) = self.json_texts.as_mut().and_then(|t| t.get_mut(choice)) {
+            text.push_str(&out.text);
+        }
         if k > 0 {
             self.generated += k;
             m.generation_tokens.with_label_values(label).inc_by(k);
@@ -190,6 +204,16 @@ impl Tracker {
         if c.logprobs > 0 {
             self.observation
                 .push((Signal::MeanLogprob, c.logprob_sum / c.logprobs as f64));
+        }
+        // A choice cut by the client or an engine error says nothing about
+        // the outputs.
+        let judged = reason != "abort" && reason != "error";
+        if let Some(text) = self.json_texts.as_ref().and_then(|t| t.get(choice)) {
+            if judged {
+                let parsed = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+                self.observation
+                    .push((Signal::OutputParses, parse_outcome_value(parsed)));
+            }
         }
         let m = &self.metrics.request;
         let (model, version) = (&*self.model, &*self.version);

@@ -292,11 +292,10 @@ impl DriftMonitor {
             s.current
                 .trim(self.config.window_size, self.config.window_duration, now);
         }
-        // Mean logprob is only seen from requests asking for logprobs, so it
-        // does not hold up completeness.
+        // Signals only some requests show do not hold up completeness.
         let complete = Signal::ALL
             .into_iter()
-            .filter(|s| *s != Signal::MeanLogprob)
+            .filter(|s| !s.is_optional())
             .all(|s| state.signals[s.index()].reference.values.len() >= self.config.reference_size);
         let vlabel = version.to_string();
         let mut signals = Vec::with_capacity(Signal::ALL.len());

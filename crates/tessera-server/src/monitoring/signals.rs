@@ -30,6 +30,12 @@ pub enum Signal {
     /// the engine computes log-probabilities (a pass over the vocabulary per
     /// token) only then.
     MeanLogprob,
+    /// Whether a choice asked to be JSON (`response_format` `json_object` /
+    /// `json_schema`, vLLM's `json`) parses as JSON. Constrained decoding
+    /// makes every finished output valid, so what moves this is outputs cut
+    /// short (`max_tokens`, a stop string): a change in the prompts or
+    /// schemas clients send. Only from requests that ask for JSON.
+    OutputParses,
 }
 
 /// Powers of two: token counts span orders of magnitude.
@@ -44,17 +50,20 @@ const TTFT_EDGES: &[f64] = &[
 const LOGPROB_EDGES: &[f64] = &[
     -8.0, -4.0, -2.0, -1.5, -1.0, -0.75, -0.5, -0.25, -0.1, -0.05, -0.01,
 ];
+/// The categories of [`Signal::OutputParses`].
+pub const PARSE_OUTCOMES: &[&str] = &["parsed", "unparsed"];
 /// The finish reasons the tracker reports; anything else counts as `other`.
 pub const FINISH_REASONS: &[&str] = &["stop", "length", "abort", "error", "other"];
 
 impl Signal {
     /// Every signal, in report order.
-    pub const ALL: [Signal; 5] = [
+    pub const ALL: [Signal; 6] = [
         Signal::PromptTokens,
         Signal::CompletionTokens,
         Signal::TimeToFirstToken,
         Signal::FinishReason,
         Signal::MeanLogprob,
+        Signal::OutputParses,
     ];
 
     /// Its name in metrics labels and JSON.
@@ -65,6 +74,7 @@ impl Signal {
             Signal::TimeToFirstToken => "time_to_first_token",
             Signal::FinishReason => "finish_reason",
             Signal::MeanLogprob => "mean_logprob",
+            Signal::OutputParses => "output_parses",
         }
     }
 
@@ -80,7 +90,14 @@ impl Signal {
             Signal::TimeToFirstToken => Kind::Numeric(TTFT_EDGES),
             Signal::FinishReason => Kind::Categorical(FINISH_REASONS),
             Signal::MeanLogprob => Kind::Numeric(LOGPROB_EDGES),
+            Signal::OutputParses => Kind::Categorical(PARSE_OUTCOMES),
         }
+    }
+
+    /// Whether only some requests show it (those asking for logprobs or for
+    /// JSON), so a reference may never fill up with it.
+    pub fn is_optional(self) -> bool {
+        matches!(self, Signal::MeanLogprob | Signal::OutputParses)
     }
 
     /// Where it sits in [`Signal::ALL`].
@@ -96,6 +113,15 @@ pub fn finish_reason_value(reason: &str) -> f64 {
         .position(|r| *r == reason)
         .unwrap_or(FINISH_REASONS.len() - 1);
     i as f64
+}
+
+/// The value a parse outcome is stored as: its category's index.
+pub fn parse_outcome_value(parsed: bool) -> f64 {
+    if parsed {
+        0.0
+    } else {
+        1.0
+    }
 }
 
 /// Counts of `values` over the signal's bins or categories.

@@ -110,6 +110,9 @@ pub async fn chat_completions(
     if let Some(s) = structured.as_ref().or(tool_constraint.as_ref()) {
         params.constraint = Some(s.compile(&*model.text)?);
     }
+    let json_output = structured
+        .as_ref()
+        .is_some_and(structured::Requested::is_json);
     let include_usage = fields.include_usage()?;
     let want_logprobs = params.logprobs.is_some();
     let outputs = submit(
@@ -122,6 +125,7 @@ pub async fn chat_completions(
             priority: fields.priority()?,
             streaming: fields.streaming(),
             prompt_param: "messages",
+            json_output,
         },
     )?;
     let header = Header {

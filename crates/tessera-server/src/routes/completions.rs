@@ -145,6 +145,9 @@ pub async fn completions(
     if let Some(s) = &structured {
         params.constraint = Some(s.compile(&*model.text)?);
     }
+    let json_output = structured
+        .as_ref()
+        .is_some_and(structured::Requested::is_json);
     let include_usage = fields.include_usage()?;
     let echoes: Vec<String> = prompts.iter().map(|p| p.text.clone()).collect();
     let want_logprobs = params.logprobs.is_some();
@@ -158,6 +161,7 @@ pub async fn completions(
             priority: fields.priority()?,
             streaming: fields.streaming(),
             prompt_param: "prompt",
+            json_output,
         },
     )?;
     let header = Header {

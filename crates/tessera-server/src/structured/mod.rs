@@ -25,6 +25,14 @@ impl Requested {
         }
     }
 
+    /// Whether it asks for JSON (a schema or any object).
+    pub fn is_json(&self) -> bool {
+        matches!(
+            self.grammar,
+            GrammarSpec::JsonSchema(_) | GrammarSpec::JsonObject
+        )
+    }
+
     /// Compiles the grammar for `text`'s vocabulary; errors name the field.
     pub fn compile(&self, text: &dyn TextModel) -> Result<Constraint, ApiError> {
         text.compile_grammar(&self.grammar)

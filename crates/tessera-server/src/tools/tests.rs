@@ -188,7 +188,7 @@ fn a_template_without_tools_gets_them_in_a_system_message() {
     assert!(out[0]["content"]
         .as_str()
         .expect("text")
-        .contains("<tools>\n{\"function\""));
+        .contains("<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"w\"}}\n</tools>"));
     assert_eq!(
         out[2]["content"],
         "<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\":1}}\n</tool_call>"
