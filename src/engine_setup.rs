@@ -272,34 +272,15 @@ fn start_encoder(
     let mut runner =
         EncoderRunner::new(model, options.max_num_batched_tokens, options.max_num_seqs);
     // One real input before the engine starts, as for a generative model.
-    let probe = Batch {
-        chunks: vec![SequenceChunk {
-            token_ids: vec![0],
-            start_position: 0,
-            block_table: vec![0],
-            wants_logits: true,
-        }],
-    };
-    runner
-        .execute(&probe)
-        .map_err(|e| anyhow::anyhow!("the warm-up step failed: {e}"))?;
-    let engine = spawn(
-        runner,
-        tokenizer.clone(),
-        EngineConfig {
-            max_num_batched_tokens: options.max_num_batched_tokens,
-            max_num_seqs: options.max_num_seqs,
-            max_batch_seqs: options
-                .batch_max_running
-                .unwrap_or(options.max_num_seqs / 2)
-                .max(1),
-            enable_prefix_caching: false,
-            max_waiting_requests: options.max_waiting_requests,
-            eos_token_ids: Vec::new(),
-            vocab_size: vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
-            task: EngineTask::Embed,
-        },
-    )?;
+    warm(&mut runner, 0)?;
+    let config = engine_config(
+        options,
+        EngineTask::Embed,
+        Vec::new(),
+        vocab_size,
+        &tokenizer,
+    );
+    let engine = spawn(runner, tokenizer.clone(), config)?;
     Ok((engine, tokenizer, info))
 }
 
@@ -372,24 +353,37 @@ fn start_engine<B: Backend + 'static>(
     let tokenizer = Arc::new(bundle.tokenizer);
     let token = tokenizer.eos_token_ids().first().copied().unwrap_or(0);
     warm(&mut runner, token)?;
-    let engine = spawn(
-        runner,
-        tokenizer.clone(),
-        EngineConfig {
-            max_num_batched_tokens: options.max_num_batched_tokens,
-            max_num_seqs: options.max_num_seqs,
-            max_batch_seqs: options
-                .batch_max_running
-                .unwrap_or(options.max_num_seqs / 2)
-                .max(1),
-            enable_prefix_caching: !options.no_prefix_caching,
-            max_waiting_requests: options.max_waiting_requests,
-            eos_token_ids: tokenizer.eos_token_ids().to_vec(),
-            vocab_size: config.vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
-            task,
-        },
-    )?;
+    let eos = tokenizer.eos_token_ids().to_vec();
+    let mut engine_config = engine_config(options, task, eos, config.vocab_size, &tokenizer);
+    engine_config.enable_prefix_caching = !options.no_prefix_caching;
+    let engine = spawn(runner, tokenizer.clone(), engine_config)?;
     Ok((engine, tokenizer, bundle.chat_template, embedding))
+}
+
+/// The engine's settings for a model under `options` (prefix caching off:
+/// generative models turn it on unless the flags say not to). The vocabulary
+/// is the smaller of the model's and the tokenizer's, so no id past either
+/// is ever sampled.
+fn engine_config(
+    options: &EngineOptions,
+    task: EngineTask,
+    eos_token_ids: Vec<u32>,
+    model_vocab_size: usize,
+    tokenizer: &Tokenizer,
+) -> EngineConfig {
+    EngineConfig {
+        max_num_batched_tokens: options.max_num_batched_tokens,
+        max_num_seqs: options.max_num_seqs,
+        max_batch_seqs: options
+            .batch_max_running
+            .unwrap_or(options.max_num_seqs / 2)
+            .max(1),
+        enable_prefix_caching: false,
+        max_waiting_requests: options.max_waiting_requests,
+        eos_token_ids,
+        vocab_size: model_vocab_size.min(tokenizer.vocab_size().max(1)).max(1),
+        task,
+    }
 }
 
 /// Runs one real forward step (one token, logits out) on the runner before
