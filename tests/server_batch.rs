@@ -147,9 +147,8 @@ fn upload(addr: SocketAddr, text: &str) -> String {
     r.json()["id"].as_str().expect("file id").to_string()
 }
 
-fn create_batch(addr: SocketAddr, file: &str) -> String {
-    let body =
-        json!({"input_file_id": file, "endpoint": "/v1/completions", "completion_window": "24h"});
+fn create_batch(addr: SocketAddr, file: &str, endpoint: &str) -> String {
+    let body = json!({"input_file_id": file, "endpoint": endpoint, "completion_window": "24h"});
     let r = call(
         addr,
         "POST",
@@ -246,7 +245,7 @@ fn a_batch_killed_midway_resumes_with_one_output_line_per_input_line() {
     let flags = ["--batch-concurrency", "2"];
     let (mut server, addr, ran_before) = start_counting(&data, &flags);
     let file = upload(addr, &slow_lines(LINES));
-    let batch = create_batch(addr, &file);
+    let batch = create_batch(addr, &file, "/v1/completions");
     let midway = poll(addr, &batch, |b| {
         b["request_counts"]["completed"].as_u64() >= Some(3)
     });
@@ -291,7 +290,7 @@ fn a_batch_past_its_window_expires_keeping_its_finished_lines() {
     let data = dir.path().join("data");
     let (_server, addr) = start(&data, &["--batch-concurrency", "1", "--batch-window", "3s"]);
     let file = upload(addr, &slow_lines(LINES));
-    let batch = create_batch(addr, &file);
+    let batch = create_batch(addr, &file, "/v1/completions");
     let done = poll(addr, &batch, |b| {
         ["completed", "expired", "failed"].contains(&b["status"].as_str().unwrap_or(""))
     });
@@ -417,17 +416,7 @@ fn an_embeddings_batch_gives_what_the_same_requests_give_online() {
         })
         .collect();
     let file = upload(addr, &lines.join("\n"));
-    let body =
-        json!({"input_file_id": file, "endpoint": "/v1/embeddings", "completion_window": "24h"});
-    let r = call(
-        addr,
-        "POST",
-        "/v1/batches",
-        "application/json",
-        body.to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let batch = r.json()["id"].as_str().expect("id").to_string();
+    let batch = create_batch(addr, &file, "/v1/embeddings");
     let done = poll(addr, &batch, |b| b["status"] == "completed");
     let outputs = file_lines(addr, &done["output_file_id"]);
     assert_eq!(outputs.len(), bodies.len());

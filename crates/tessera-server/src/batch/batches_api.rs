@@ -95,15 +95,10 @@ pub async fn list_batches(
     shapes::check_query(query, &["after", "limit"])?;
     let limit = page_limit(parse_limit(shapes::query_param(query, "limit"))?)?;
     let after = shapes::query_param(query, "after").map(str::to_string);
-    let mut list = batches
+    let list = batches
         .call(move |s| s.batches(&owner, after.as_deref(), limit + 1))
         .await?;
-    let has_more = list.len() > limit;
-    list.truncate(limit);
-    Ok(Json(shapes::list(
-        list.iter().map(shapes::batch).collect(),
-        has_more,
-    )))
+    Ok(Json(shapes::page(&list, limit, shapes::batch)))
 }
 
 /// `GET /v1/batches/{id}`.

@@ -134,15 +134,10 @@ pub async fn list_files(
     let limit = page_limit(parse_limit(shapes::query_param(query, "limit"))?)?;
     let purpose = shapes::query_param(query, "purpose").map(str::to_string);
     let after = shapes::query_param(query, "after").map(str::to_string);
-    let mut files = batches
+    let files = batches
         .call(move |s| s.files(&owner, purpose.as_deref(), after.as_deref(), limit + 1))
         .await?;
-    let has_more = files.len() > limit;
-    files.truncate(limit);
-    Ok(Json(shapes::list(
-        files.iter().map(shapes::file).collect(),
-        has_more,
-    )))
+    Ok(Json(shapes::page(&files, limit, shapes::file)))
 }
 
 /// `GET /v1/files/{id}`.

@@ -47,6 +47,13 @@ pub fn batch(b: &BatchRecord) -> Value {
     })
 }
 
+/// A page of at most `limit` of `items`, fetched with one more than the page
+/// holds so that `has_more` needs no second query; each item shaped by `shape`.
+pub fn page<T>(items: &[T], limit: usize, shape: impl Fn(&T) -> Value) -> Value {
+    let has_more = items.len() > limit;
+    list(items.iter().take(limit).map(shape).collect(), has_more)
+}
+
 /// A page of a list: `{object: "list", data, first_id, last_id, has_more}`.
 pub fn list(data: Vec<Value>, has_more: bool) -> Value {
     let id = |v: Option<&Value>| v.and_then(|v| v.get("id")).cloned();
