@@ -15,19 +15,6 @@ use serde_json::json;
 use tessera_engine::Runner;
 use tessera_model::backend::KvCacheDtype;
 
-const PROMPT: [u32; 21] = [
-    1, 17, 300, 5, 77, 411, 2, 9, 120, 255, 256, 3, 500, 42, 42, 42, 7, 310, 64, 99, 11,
-];
-
-fn our_logits(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
-    // candle keeps K and V in f32.
-    let mut runner = cpu_runner_with(path, 16, KvCacheDtype::F32);
-    let out = runner
-        .execute(&batch(vec![(prompt.to_vec(), 0, (0..4).collect(), true)]))
-        .expect("forward");
-    out.row(0).to_vec()
-}
-
 fn weights(dir: &std::path::Path) -> VarBuilder<'static> {
     // SAFETY: the test wrote the file and nothing changes it while mapped.
     unsafe {
@@ -75,12 +62,12 @@ fn hf_qwen3_matches_candle_qwen3() {
     }
     let extra = json!({"model_type": "qwen3", "head_dim": d, "attention_bias": false});
     write_hf_dir_with(&dir, TINY, "Qwen3ForCausalLM", DType::F32, &tensors, &extra);
-    let ours = our_logits(&dir, &PROMPT);
+    let ours = f32_kv_logits(&dir, &REFERENCE_PROMPT);
     let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
     let config: Config = serde_json::from_str(&text).expect("qwen3 config");
     let mut model = ModelForCausalLM::new(&config, weights(&dir)).expect("candle qwen3");
     let theirs: Vec<f32> = model
-        .forward(&input(&PROMPT), 0)
+        .forward(&input(&REFERENCE_PROMPT), 0)
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1())
         .expect("candle forward");
@@ -108,13 +95,13 @@ fn hf_mistral_sliding_window_matches_candle_mistral() {
         &random_tensors(TINY, 19, false),
         &extra,
     );
-    let ours = our_logits(&dir, &PROMPT);
+    let ours = f32_kv_logits(&dir, &REFERENCE_PROMPT);
     let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
     let mut config: Config = serde_json::from_str(&text).expect("mistral config");
     config.sliding_window = Some(WINDOW - 1);
     let mut model = Model::new(&config, weights(&dir)).expect("candle mistral");
     let theirs: Vec<f32> = model
-        .forward(&input(&PROMPT), 0)
+        .forward(&input(&REFERENCE_PROMPT), 0)
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1())
         .expect("candle forward");
@@ -123,7 +110,7 @@ fn hf_mistral_sliding_window_matches_candle_mistral() {
     config.sliding_window = None;
     let mut full = Model::new(&config, weights(&dir)).expect("candle mistral");
     let unwindowed: Vec<f32> = full
-        .forward(&input(&PROMPT), 0)
+        .forward(&input(&REFERENCE_PROMPT), 0)
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1())
         .expect("candle forward");
@@ -178,12 +165,12 @@ fn hf_phi3_matches_candle_phi3() {
         &tensors,
         &json!({"model_type": "phi3", "sliding_window": null}),
     );
-    let ours = our_logits(&dir, &PROMPT);
+    let ours = f32_kv_logits(&dir, &REFERENCE_PROMPT);
     let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
     let config: Config = serde_json::from_str(&text).expect("phi3 config");
     let mut model = Model::new(&config, weights(&dir)).expect("candle phi3");
     let theirs: Vec<f32> = model
-        .forward(&input(&PROMPT), 0)
+        .forward(&input(&REFERENCE_PROMPT), 0)
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1())
         .expect("candle forward");
@@ -202,7 +189,7 @@ fn hf_phi3_matches_candle_phi3() {
         .collect();
     let path = dir.join("phi3.gguf");
     write_gguf(&path, TINY, "phi3", GgmlDType::F32, &gguf, &[]);
-    compare("phi3 gguf", &our_logits(&path, &PROMPT), &ours);
+    compare("phi3 gguf", &f32_kv_logits(&path, &REFERENCE_PROMPT), &ours);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -270,8 +257,8 @@ fn hf_decoder_embedder_pools_candle_hidden_states() {
     ]);
     std::fs::write(dir.join("modules.json"), modules.to_string()).expect("modules.json");
     std::fs::create_dir_all(dir.join("1_Pooling")).expect("mkdir");
-    let short = &PROMPT[3..12];
-    let hidden_long = candle_qwen2_hidden(&dir, &PROMPT);
+    let short = &REFERENCE_PROMPT[3..12];
+    let hidden_long = candle_qwen2_hidden(&dir, &REFERENCE_PROMPT);
     let hidden_short = candle_qwen2_hidden(&dir, short);
     let mean = |rows: &[Vec<f32>]| -> Vec<f32> {
         (0..rows[0].len())
@@ -294,7 +281,7 @@ fn hf_decoder_embedder_pools_candle_hidden_states() {
         let mut runner = cpu_runner_with(&dir, 16, KvCacheDtype::F32).with_embedding(head);
         let both = runner
             .execute(&batch(vec![
-                (PROMPT.to_vec(), 0, (0..2).collect(), true),
+                (REFERENCE_PROMPT.to_vec(), 0, (0..2).collect(), true),
                 (short.to_vec(), 0, (2..4).collect(), true),
             ]))
             .expect("forward");

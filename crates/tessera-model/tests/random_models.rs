@@ -9,21 +9,6 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::tiny::*;
 use common::*;
-use tessera_engine::Runner;
-use tessera_model::backend::KvCacheDtype;
-
-const PROMPT: [u32; 21] = [
-    1, 17, 300, 5, 77, 411, 2, 9, 120, 255, 256, 3, 500, 42, 42, 42, 7, 310, 64, 99, 11,
-];
-
-fn our_logits(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
-    // candle keeps K and V in f32.
-    let mut runner = cpu_runner_with(path, 16, KvCacheDtype::F32);
-    let out = runner
-        .execute(&batch(vec![(prompt.to_vec(), 0, (0..4).collect(), true)]))
-        .expect("forward");
-    out.row(0).to_vec()
-}
 
 fn candle_quantized_llama(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
     let mut file = std::fs::File::open(path).expect("open");
@@ -51,8 +36,8 @@ fn gguf_case(dtype: GgmlDType, tied: bool) -> (f32, f32) {
     let tensors = random_tensors(TINY, 7, false);
     let skip: &[&str] = if tied { &["output.weight"] } else { &[] };
     write_gguf(&path, TINY, "llama", dtype, &tensors, skip);
-    let ours = our_logits(&path, &PROMPT);
-    let theirs = candle_quantized_llama(&path, &PROMPT);
+    let ours = f32_kv_logits(&path, &REFERENCE_PROMPT);
+    let theirs = candle_quantized_llama(&path, &REFERENCE_PROMPT);
     let diff = max_abs_diff(&ours, &theirs);
     let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
     eprintln!(
@@ -135,8 +120,8 @@ fn hf_llama_matches_candle_llama() {
             dtype,
             &random_tensors(TINY, 11, false),
         );
-        let ours = our_logits(&dir, &PROMPT);
-        let theirs = candle_llama(&dir, &PROMPT);
+        let ours = f32_kv_logits(&dir, &REFERENCE_PROMPT);
+        let theirs = candle_llama(&dir, &REFERENCE_PROMPT);
         assert_close(&format!("llama {dtype:?}"), &ours, &theirs, tol);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -152,8 +137,8 @@ fn hf_qwen2_matches_candle_qwen2() {
         DType::F32,
         &random_tensors(TINY, 13, true),
     );
-    let ours = our_logits(&dir, &PROMPT);
-    let theirs = candle_qwen2(&dir, &PROMPT);
+    let ours = f32_kv_logits(&dir, &REFERENCE_PROMPT);
+    let theirs = candle_qwen2(&dir, &REFERENCE_PROMPT);
     assert_close("qwen2 f32", &ours, &theirs, 1e-4);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -66,6 +66,24 @@ pub fn cpu_runner_with(
     .expect("runner")
 }
 
+/// The prompt the reference comparisons run: ids spread over the tiny
+/// vocabulary, with a repeated run.
+pub const REFERENCE_PROMPT: [u32; 21] = [
+    1, 17, 300, 5, 77, 411, 2, 9, 120, 255, 256, 3, 500, 42, 42, 42, 7, 310, 64, 99, 11,
+];
+
+/// Our CPU runner's logits for the last token of `prompt` (one sequence,
+/// K and V in f32 as candle keeps them, so references compare like for like).
+pub fn f32_kv_logits(path: &Path, prompt: &[u32]) -> Vec<f32> {
+    let mut runner = cpu_runner_with(path, 16, KvCacheDtype::F32);
+    let out = tessera_engine::Runner::execute(
+        &mut runner,
+        &batch(vec![(prompt.to_vec(), 0, (0..4).collect(), true)]),
+    )
+    .expect("forward");
+    out.row(0).to_vec()
+}
+
 /// Hands out KV blocks for test sequences: sequence `i` owns a disjoint range.
 pub struct Blocks {
     pub per_seq: usize,
