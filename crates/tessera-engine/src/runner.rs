@@ -39,6 +39,14 @@ pub trait Runner: Send {
     fn num_blocks(&self) -> usize;
     /// Longest sequence (prompt plus output) the model accepts.
     fn max_model_len(&self) -> usize;
+    /// The attention window, when every layer attends only to the last `w`
+    /// positions (itself included; Mistral's sliding window): the engine then
+    /// frees each sequence's blocks that lie wholly before the window of its
+    /// next token. `None` (the default) when any layer attends to the whole
+    /// context, as Gemma's global layers do between its sliding ones.
+    fn sliding_window(&self) -> Option<usize> {
+        None
+    }
     /// Runs one step: writes the chunks' K/V into their blocks and returns the
     /// logits requested.
     fn execute(&mut self, batch: &Batch) -> Result<Logits, Self::Error>;

@@ -169,6 +169,11 @@ where
         self.cache_config.max_model_len
     }
 
+    fn sliding_window(&self) -> Option<usize> {
+        // Every layer attends through the same window (see `llama`).
+        self.model.config.sliding_window
+    }
+
     fn execute(&mut self, batch: &Batch) -> Result<Logits> {
         let flat = FlatBatch::new(
             batch,

@@ -12,6 +12,13 @@
 //! untouched ones (lowest index first), and only then by evicting the least
 //! recently used cached prefix. So the memory written follows the load, and a
 //! cached prefix is never evicted while the budget still has room.
+//!
+//! A pool for a sliding-window model sets one block aside as the *null
+//! block*: it stands in a block table for the blocks a sequence has already
+//! released because they lie before its attention window (the runner checks
+//! that every table entry is a block of the pool, and the attention never
+//! reads an entry before the window). It is never handed out, and sharing or
+//! freeing it does nothing.
 
 mod hash;
 
@@ -51,6 +58,7 @@ pub struct BlockPool {
     num_free: usize,
     cached: HashMap<BlockHash, BlockId>,
     prefix_caching: bool,
+    null: Option<BlockId>,
 }
 
 impl BlockPool {
@@ -72,7 +80,23 @@ impl BlockPool {
             num_free: n as usize,
             cached: HashMap::new(),
             prefix_caching,
+            null: None,
         }
+    }
+
+    /// Sets the null block aside (once; later calls return the same block),
+    /// or `None` when no block is free.
+    pub fn reserve_null_block(&mut self) -> Option<BlockId> {
+        if self.null.is_none() {
+            let id = self.allocate(1)?[0];
+            self.null = Some(id);
+        }
+        self.null
+    }
+
+    /// The block standing for released blocks in a block table, if reserved.
+    pub fn null_block(&self) -> Option<BlockId> {
+        self.null
     }
 
     /// Tokens per block.
@@ -128,6 +152,9 @@ impl BlockPool {
     /// sibling sample sharing its prompt).
     pub fn share(&mut self, blocks: &[BlockId]) {
         for &id in blocks {
+            if Some(id) == self.null {
+                continue;
+            }
             if self.blocks[id as usize].ref_count == 0 {
                 self.unlink(id);
             }
@@ -140,6 +167,9 @@ impl BlockPool {
     /// first. Releasing a block with no references is a bug and panics.
     pub fn free(&mut self, blocks: &[BlockId]) {
         for &id in blocks.iter().rev() {
+            if Some(id) == self.null {
+                continue;
+            }
             let block = &mut self.blocks[id as usize];
             assert!(block.ref_count > 0, "block {id} freed twice");
             block.ref_count -= 1;
@@ -166,11 +196,23 @@ impl BlockPool {
         found
     }
 
+    /// The cached block holding the prefix whose last full block hashes to
+    /// `hash`, without taking it (`share` does).
+    pub fn cached_block(&self, hash: &BlockHash) -> Option<BlockId> {
+        if !self.prefix_caching {
+            return None;
+        }
+        self.cached.get(hash).copied()
+    }
+
     /// Registers a block whose tokens are all computed under its chain hash. A
     /// hash already cached (the same prefix computed twice at once) keeps its
     /// first block.
     pub fn cache_full_block(&mut self, block: BlockId, hash: BlockHash) {
-        if !self.prefix_caching || self.blocks[block as usize].hash.is_some() {
+        if !self.prefix_caching
+            || Some(block) == self.null
+            || self.blocks[block as usize].hash.is_some()
+        {
             return;
         }
         if let std::collections::hash_map::Entry::Vacant(e) = self.cached.entry(hash) {

@@ -17,7 +17,7 @@ use crate::detokenize::TokenDecoder;
 use crate::request::{FinishReason, Request, RequestId, RequestOutput, TokenLogprob, Usage};
 use crate::runner::{Logits, Runner};
 use crate::sampling::SamplingParams;
-use crate::scheduler::{Scheduled, Scheduler, SchedulerConfig, SeqId, Sequence};
+use crate::scheduler::{Scheduled, Scheduler, SchedulerConfig, SeqId, Sequence, SlidingWindow};
 
 /// The engine's state, driven by the loop thread.
 pub(super) struct EngineCore<R: Runner, D: TokenDecoder> {
@@ -51,7 +51,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             runner.block_size(),
             config.enable_prefix_caching && !embed,
         );
-        let max_len = max_sequence_len(&runner);
+        let max_len = max_sequence_len(&runner, &config);
         // An embedding prompt runs whole, so a step must be able to hold the
         // longest one.
         let min_budget = if embed { max_len } else { 1 };
@@ -61,6 +61,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
                 max_num_seqs: config.max_num_seqs.max(1),
                 max_batch_seqs: config.max_batch_seqs.max(1),
                 whole_prompts: embed,
+                sliding_window: sliding_window(&runner, &config),
             },
             pool,
         );
@@ -522,10 +523,28 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
     }
 }
 
-/// The longest sequence the engine runs: the model's context, or the whole KV
-/// pool if that is smaller.
-pub(super) fn max_sequence_len(runner: &impl Runner) -> usize {
+/// The window behind which the engine releases KV blocks: the model's, when
+/// generating (an embedding request keeps nothing anyway).
+fn sliding_window(runner: &impl Runner, config: &EngineConfig) -> Option<usize> {
     runner
-        .max_model_len()
-        .min(runner.num_blocks() * runner.block_size())
+        .sliding_window()
+        .filter(|_| config.task == EngineTask::Generate)
+}
+
+/// The longest sequence the engine runs: the model's context, or what the
+/// KV pool holds if that is smaller. With a sliding window a sequence holds
+/// only its window and one step's tokens, so a pool holding that (beside the
+/// null block) runs the model's whole context.
+pub(super) fn max_sequence_len(runner: &impl Runner, config: &EngineConfig) -> usize {
+    let (num_blocks, block_size) = (runner.num_blocks(), runner.block_size());
+    let window = sliding_window(runner, config).and_then(|w| SlidingWindow::new(w, block_size));
+    let Some(window) = window else {
+        return runner.max_model_len().min(num_blocks * block_size);
+    };
+    let usable = num_blocks.saturating_sub(1);
+    if usable >= window.max_blocks_held(config.max_num_batched_tokens.max(1)) {
+        runner.max_model_len()
+    } else {
+        runner.max_model_len().min(usable * block_size)
+    }
 }

@@ -123,7 +123,7 @@ where
     let stats = Arc::new(EngineStats::default());
     let shared = Arc::new(Shared {
         limits: Limits {
-            max_len: max_sequence_len(&runner),
+            max_len: max_sequence_len(&runner, &config),
             vocab_size: config.vocab_size,
             max_waiting: config.max_waiting_requests,
             task: config.task,

@@ -14,8 +14,15 @@
 //! most `max_batch_seqs` batch sequences run at once; and an interactive
 //! sequence that finds every slot taken, or too few free blocks, pushes out
 //! the latest running batch one.
+//!
+//! For a sliding-window model, each step first releases every running
+//! sequence's blocks that lie wholly before the window of its next token
+//! (their table entries become the pool's null block), so a long sequence
+//! holds about `window / block_size + 1` blocks and admission and preemption,
+//! which count held and free blocks, see that bound.
 
 mod sequence;
+mod window;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -23,6 +30,7 @@ use crate::block_pool::{BlockId, BlockPool};
 use crate::request::Priority;
 
 pub use sequence::{SeqId, Sequence};
+pub use window::SlidingWindow;
 
 /// Limits of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +45,9 @@ pub struct SchedulerConfig {
     /// Admit a prompt only when all of it fits in the step (no chunked
     /// prefill): an encoder must see every token of a sequence at once.
     pub whole_prompts: bool,
+    /// The model's attention window when every layer has one (see
+    /// [`crate::Runner::sliding_window`]): blocks before it are released.
+    pub sliding_window: Option<usize>,
 }
 
 /// One sequence's share of a step.
@@ -72,14 +83,22 @@ pub struct Scheduler {
     running: Vec<SeqId>,
     num_preemptions: u64,
     prefix_stats: PrefixCacheStats,
+    /// Set for a sliding-window model (the pool then holds a null block).
+    window: Option<SlidingWindow>,
 }
 
 impl Scheduler {
-    /// A scheduler over `pool`.
-    pub fn new(config: SchedulerConfig, pool: BlockPool) -> Self {
+    /// A scheduler over `pool`. With a sliding window, one block of the pool
+    /// becomes the null block.
+    pub fn new(config: SchedulerConfig, mut pool: BlockPool) -> Self {
+        let window = config
+            .sliding_window
+            .and_then(|w| SlidingWindow::new(w, pool.block_size()))
+            .filter(|_| pool.reserve_null_block().is_some());
         Self {
             config,
             pool,
+            window,
             seqs: HashMap::new(),
             waiting: BTreeMap::new(),
             running: Vec::new(),
@@ -128,20 +147,38 @@ impl Scheduler {
         self.seqs.get_mut(&id)
     }
 
+    /// The sliding window blocks are released behind, if any.
+    pub fn sliding_window(&self) -> Option<SlidingWindow> {
+        self.window
+    }
+
     /// Queues a sequence. Its blocks, if it already holds some (a sample forked
     /// from a computed prompt), must be shared references it owns.
-    pub fn add(&mut self, seq: Sequence) {
+    pub fn add(&mut self, mut seq: Sequence) {
+        let null = self.pool.null_block();
+        seq.num_released = seq
+            .block_table
+            .iter()
+            .take_while(|&&b| Some(b) == null)
+            .count();
         self.waiting.insert(seq.wait_key(), ());
         self.seqs.insert(seq.id, seq);
     }
 
     /// Shares `seq`'s first `num_blocks` blocks with a new owner (a sibling sample)
-    /// and returns them.
+    /// and returns them. With a sliding window, nothing is shared when `seq`
+    /// already released a block the new owner's next token reads (its prompt
+    /// then runs again).
     pub fn share_blocks(&mut self, seq: SeqId, num_blocks: usize) -> Vec<BlockId> {
         let Some(s) = self.seqs.get(&seq) else {
             return Vec::new();
         };
-        let blocks = s.block_table[..num_blocks.min(s.block_table.len())].to_vec();
+        let num_blocks = num_blocks.min(s.block_table.len());
+        let next = (num_blocks * self.pool.block_size()).min(s.prompt_len.saturating_sub(1));
+        if window::blocks_before(self.window, next) < s.num_released {
+            return Vec::new();
+        }
+        let blocks = s.block_table[..num_blocks].to_vec();
         self.pool.share(&blocks);
         blocks
     }
@@ -157,6 +194,7 @@ impl Scheduler {
 
     /// Plans the next step. Every returned sequence has blocks for its new tokens.
     pub fn schedule(&mut self) -> Vec<Scheduled> {
+        self.release_behind_windows();
         let mut budget = self.config.max_num_batched_tokens;
         let mut out: Vec<Scheduled> = Vec::new();
         let mut preempted = false;
@@ -274,6 +312,30 @@ impl Scheduler {
         seq.num_cached_blocks = seq.num_cached_blocks.max(full);
     }
 
+    /// Releases the blocks of running sequences that no future token of
+    /// theirs reads (a sliding-window model): each becomes the null block in
+    /// the table, and goes back to the pool (a full prompt block stays
+    /// findable in the prefix cache).
+    fn release_behind_windows(&mut self) {
+        let (Some(window), Some(null)) = (self.window, self.pool.null_block()) else {
+            return;
+        };
+        let mut released = Vec::new();
+        for id in &self.running {
+            let Some(seq) = self.seqs.get_mut(id) else {
+                continue;
+            };
+            let behind = window
+                .blocks_before(seq.num_computed)
+                .min(seq.block_table.len());
+            for b in seq.num_released..behind {
+                released.push(std::mem::replace(&mut seq.block_table[b], null));
+            }
+            seq.num_released = seq.num_released.max(behind);
+        }
+        self.pool.free(&released);
+    }
+
     /// Reserves blocks for a waiting sequence's first chunk, reusing cached
     /// prefix blocks; `None` (and nothing held) when they do not fit.
     fn admit(&mut self, id: SeqId, budget: usize) -> Option<usize> {
@@ -281,15 +343,30 @@ impl Scheduler {
         let seq = self.seqs.get_mut(&id)?;
         let mut cached = Vec::new();
         let mut queried = 0;
+        let mut hit = 0;
         if seq.block_table.is_empty() && self.pool.prefix_caching() {
             // Never the last token: its logits are needed, so it must be computed.
             let reusable = (seq.tokens.len() - 1) / block_size;
             queried = reusable;
             seq.extend_hashes(reusable, block_size);
-            cached = self.pool.take_cached_prefix(&seq.block_hashes[..reusable]);
-            seq.num_computed = cached.len() * block_size;
-            seq.num_cached_blocks = cached.len();
-            seq.block_table = cached.clone();
+            let found: Vec<Option<BlockId>> = seq.block_hashes[..reusable]
+                .iter()
+                .map(|h| self.pool.cached_block(h))
+                .collect();
+            hit = window::longest_hit(self.window, found.iter().map(Option::is_some));
+            // Blocks before the window of the first token to compute are
+            // not needed, cached or not.
+            let skipped = window::blocks_before(self.window, hit * block_size);
+            cached = found[skipped..hit].iter().flatten().copied().collect();
+            self.pool.share(&cached);
+            seq.block_table = match self.pool.null_block() {
+                Some(null) => vec![null; skipped],
+                None => Vec::new(),
+            };
+            seq.block_table.extend(&cached);
+            seq.num_computed = hit * block_size;
+            seq.num_cached_blocks = hit;
+            seq.num_released = skipped;
         }
         if self.config.whole_prompts && seq.num_uncomputed() > budget {
             return None;
@@ -299,7 +376,7 @@ impl Scheduler {
         match self.pool.allocate(needed) {
             Some(blocks) => {
                 self.prefix_stats.queried_blocks += queried as u64;
-                self.prefix_stats.hit_blocks += cached.len() as u64;
+                self.prefix_stats.hit_blocks += hit as u64;
                 if !seq.admitted_once {
                     seq.admitted_once = true;
                     seq.cached_prompt_tokens = seq.num_computed.min(seq.prompt_len);
@@ -308,11 +385,12 @@ impl Scheduler {
                 Some(num_tokens)
             }
             None => {
-                if !cached.is_empty() {
+                if hit > 0 {
                     self.pool.free(&cached);
                     seq.block_table.clear();
                     seq.num_computed = 0;
                     seq.num_cached_blocks = 0;
+                    seq.num_released = 0;
                 }
                 None
             }
@@ -376,6 +454,7 @@ impl Scheduler {
         self.pool.free(&std::mem::take(&mut seq.block_table));
         seq.num_computed = 0;
         seq.num_cached_blocks = 0;
+        seq.num_released = 0;
         seq.num_preemptions += 1;
         self.num_preemptions += 1;
         self.waiting.insert(seq.wait_key(), ());
@@ -384,3 +463,5 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;

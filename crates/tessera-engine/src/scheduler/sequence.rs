@@ -21,8 +21,11 @@ pub struct Sequence {
     pub prompt_len: usize,
     /// Tokens whose KV is in the cache.
     pub num_computed: usize,
-    /// KV blocks, in order.
+    /// KV blocks, in order; with a sliding window, the first
+    /// `num_released` are the pool's null block.
     pub block_table: Vec<BlockId>,
+    /// Leading blocks released because no future token reads them.
+    pub num_released: usize,
     /// Chain hashes of full blocks of `tokens` computed so far.
     pub block_hashes: Vec<BlockHash>,
     /// Leading blocks already registered in the prefix cache.
@@ -59,6 +62,7 @@ impl Sequence {
             cached_prompt_tokens: num_computed,
             admitted_once: !shared_blocks.is_empty(),
             block_table: shared_blocks,
+            num_released: 0,
             block_hashes: Vec::new(),
             num_preemptions: 0,
         }

@@ -11,6 +11,7 @@ fn scheduler(num_blocks: usize, budget: usize, max_seqs: usize) -> Scheduler {
             max_num_seqs: max_seqs,
             max_batch_seqs: max_seqs,
             whole_prompts: false,
+            sliding_window: None,
         },
         BlockPool::new(num_blocks, BS, true),
     )
@@ -89,6 +90,7 @@ fn batch_sequences_run_only_up_to_their_cap() {
             max_num_seqs: 4,
             max_batch_seqs: 2,
             whole_prompts: false,
+            sliding_window: None,
         },
         BlockPool::new(64, BS, true),
     );
