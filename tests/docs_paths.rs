@@ -16,12 +16,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Folders that are not the project's text: build outputs, environments,
-/// fetched models.
+/// fetched models, the benchmark peers' sources and venvs.
 const SKIPPED_DIRS: &[&str] = &[
     "target",
     ".git",
     ".venv",
     ".venv-llama-cpp",
+    ".peers",
     "models",
     ".whl",
 ];
