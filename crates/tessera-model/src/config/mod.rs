@@ -142,7 +142,7 @@ impl ModelConfig {
     pub fn layer_window(&self, layer: usize) -> Option<usize> {
         let slides = match &self.sliding_layers {
             SlidingLayers::All => true,
-            SlidingLayers::GlobalEvery(n) => (layer + 1) % n.max(&1) != 0,
+            SlidingLayers::GlobalEvery(n) => !(layer + 1).is_multiple_of(*n),
             SlidingLayers::PerLayer(flags) => flags.get(layer).copied().unwrap_or(false),
         };
         self.sliding_window.filter(|_| slides)
