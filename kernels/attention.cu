@@ -20,7 +20,8 @@
 // K and V tile is read from memory once for the whole group.
 //
 // Semantics are the CPU backend's (backend/cpu/attention): scores
-// dot(q, k) * scale, softmax, weighted sum of V; f32 arithmetic on bf16 data.
+// dot(q, k) * scale, soft-capped to softcap * tanh(s / softcap) when softcap > 0
+// (Gemma 2), softmax, weighted sum of V; f32 arithmetic on bf16 data.
 #include "common.cuh"
 
 #define ATT_THREADS 128
@@ -34,7 +35,7 @@ __device__ __forceinline__ void attend_partition(
     const u32* __restrict__ token_seq, const u32* __restrict__ token_pos,
     const u32* __restrict__ block_tables, const u32* __restrict__ table_start,
     int num_heads, int num_kv_heads, int block_size, int sliding_window, float scale,
-    int partition, int max_splits) {
+    float softcap, int partition, int max_splits) {
     // Each thread owns these outputs of the group's heads x D.
     constexpr int MAX_OUT = (ATT_MAX_GROUP * D + ATT_THREADS - 1) / ATT_THREADS;
     // K rows padded by one word: the score loop reads 4 bytes per thread
@@ -103,6 +104,7 @@ __device__ __forceinline__ void attend_partition(
                     dot += qs[h][2 * d] * bf16_lo(k2) + qs[h][2 * d + 1] * bf16_hi(k2);
                 }
                 s = dot * scale;
+                if (softcap > 0.0f) s = tanhf(s / softcap) * softcap;
             }
             sc[h][j] = s;
         }
@@ -169,10 +171,10 @@ __device__ __forceinline__ void attend_partition(
         const bf16* __restrict__ v_cache, const u32* __restrict__ token_seq,                   \
         const u32* __restrict__ token_pos, const u32* __restrict__ block_tables,               \
         const u32* __restrict__ table_start, int num_heads, int num_kv_heads, int block_size,  \
-        int sliding_window, float scale, int partition, int max_splits) {                      \
+        int sliding_window, float scale, float softcap, int partition, int max_splits) {       \
         attend_partition<D>(part_out, part_ml, qkv, k_cache, v_cache, token_seq, token_pos,    \
                             block_tables, table_start, num_heads, num_kv_heads, block_size,    \
-                            sliding_window, scale, partition, max_splits);                     \
+                            sliding_window, scale, softcap, partition, max_splits);            \
     }
 
 TESSERA_ATTENTION(64)

@@ -1,5 +1,5 @@
-// RMSNorm, alone and fused with the residual add, and per-head RMSNorm
-// (Qwen3's q/k norms). One block per row; the sum of squares is reduced in a
+// RMSNorm, alone, fused with the residual add (after a norm of the added
+// output, Gemma's), and per-head RMSNorm (Qwen3's and Gemma 3's q/k norms). One block per row; the sum of squares is reduced in a
 // fixed order (common.cuh), so a row's result never depends on the batch.
 //
 // Semantics are the CPU backend's (backend/cpu/ops.rs): in f32,
@@ -40,6 +40,36 @@ extern "C" __global__ void add_rms_norm_f32_bf16(
     float s = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = row[i] + bf16_to_f32(xr[i]);
+        row[i] = v;  // each element is read and written by the same thread
+        s += v * v;
+    }
+    s = block_sum(s, scratch);
+    const float rms = sqrtf(s / (float)n + eps);
+    bf16* o = out + (size_t)blockIdx.x * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        o[i] = f32_to_bf16(row[i] / rms * w[i]);
+    }
+}
+
+// Gemma's sandwich norm: residual += f32(x) / rms(x) * post in place, then
+// out = bf16(rms_norm(residual) * w). The sublayer output is normed before it
+// joins the residual stream, and the sum normed for the next sublayer.
+extern "C" __global__ void add_normed_rms_norm_f32_bf16(
+    bf16* __restrict__ out, float* __restrict__ residual, const bf16* __restrict__ x,
+    const float* __restrict__ post, const float* __restrict__ w, int n, float eps) {
+    __shared__ float scratch[32];
+    float* row = residual + (size_t)blockIdx.x * n;
+    const bf16* xr = x + (size_t)blockIdx.x * n;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = bf16_to_f32(xr[i]);
+        s += v * v;
+    }
+    s = block_sum(s, scratch);
+    const float rms_x = sqrtf(s / (float)n + eps);
+    s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = row[i] + bf16_to_f32(xr[i]) / rms_x * post[i];
         row[i] = v;  // each element is read and written by the same thread
         s += v * v;
     }

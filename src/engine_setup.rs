@@ -331,7 +331,7 @@ fn start_engine<B: Backend + 'static>(
     cache: CacheConfig,
 ) -> Result<Started> {
     let bundle = load_bundle(&backend, source, Some(cache.max_model_len))?;
-    let config = bundle.model.config.clone();
+    let config = bundle.model.config().clone();
     let mut runner = ModelRunner::new(backend, bundle.model, cache)?;
     // A decoder directory with sentence-transformers pooling is an embedder.
     let head = match source {

@@ -87,8 +87,8 @@ impl Launch {
         })
     }
 
-    /// `silu_mul_bf16`: rows in x, `inter` columns in y by blocks of
-    /// [`ROW_THREADS`].
+    /// `silu_mul_bf16`, `gelu_tanh_mul_bf16`, `scale_f32`, `softcap_f32`:
+    /// rows in x, `inter` columns in y by blocks of [`ROW_THREADS`].
     pub fn silu_mul(rows: usize, inter: usize) -> Result<Self, TooLarge> {
         let blocks = inter.div_ceil(ROW_THREADS as usize);
         Ok(Self {
@@ -160,7 +160,11 @@ pub fn block_threads(kernel: &str) -> Option<u32> {
         | "gather_rows_bf16"
         | "rms_norm_f32_bf16"
         | "add_rms_norm_f32_bf16"
-        | "silu_mul_bf16" => Some(ROW_THREADS),
+        | "add_normed_rms_norm_f32_bf16"
+        | "silu_mul_bf16"
+        | "gelu_tanh_mul_bf16"
+        | "scale_f32"
+        | "softcap_f32" => Some(ROW_THREADS),
         "head_rms_norm_bf16" => Some(32 * HEAD_NORM_WARPS),
         "rotary_cache_write_bf16" => Some(ROTARY_THREADS),
         "paged_attention_combine" => Some(COMBINE_THREADS),

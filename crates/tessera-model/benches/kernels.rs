@@ -185,6 +185,7 @@ fn attention_shape() -> AttentionShape {
         head_dim: HEAD_DIM,
         scale: 1.0 / (HEAD_DIM as f32).sqrt(),
         sliding_window: None,
+        softcap: None,
     }
 }
 

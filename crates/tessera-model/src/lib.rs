@@ -1,5 +1,5 @@
-//! tessera's model side: weight formats, tokenizer, chat templates, the Llama-family
-//! forward written once over backend operations, the runner the engine drives, and
+//! tessera's model side: weight formats, tokenizer, chat templates, the model
+//! families and their forward written once over backend operations, the runner the engine drives, and
 //! encoders for embeddings.
 
 pub mod backend;
@@ -11,9 +11,9 @@ pub mod cuda;
 pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod families;
 pub mod gguf;
 pub mod hub;
-pub mod llama;
 pub mod loader;
 pub mod runner;
 pub mod safetensors;

@@ -6,11 +6,12 @@ use crate::backend::Backend;
 use crate::chat::{self, ChatTemplate};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use crate::families::decoder::DecoderModel;
+use crate::families::{CausalLm, Forward};
 use crate::gguf::GgufFile;
-use crate::llama::LlamaModel;
 use crate::safetensors::SafetensorsDir;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{load_weights, LlamaWeights};
+use crate::weights::{load_weights, TensorSource};
 
 /// Where a model's files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +101,7 @@ pub fn weight_file_bytes(source: &ModelSource) -> Result<u64> {
 /// A loaded model with what turns text into its tokens and back.
 pub struct ModelBundle<B: Backend> {
     /// The network, weights on the backend.
-    pub model: LlamaModel<B>,
+    pub model: Box<dyn CausalLm<B>>,
     /// The model's tokenizer.
     pub tokenizer: Tokenizer,
     /// The model's chat template, if it has one.
@@ -132,17 +133,18 @@ pub fn load_bundle<B: Backend>(
         ModelSource::HfDir(dir) => Ok(ModelBundle {
             tokenizer: Tokenizer::from_hf_dir(dir)?,
             chat_template: ChatTemplate::from_hf_dir(dir).map_err(|e| in_file(dir, e))?,
-            model: load_llama(backend, source, max_model_len)?,
+            model: load_model(backend, source, max_model_len)?,
         }),
     }
 }
 
-/// Reads a model's configuration and weights onto `backend` (no tokenizer).
-pub fn load_llama<B: Backend>(
+/// Reads a model's configuration and weights onto `backend` (no tokenizer),
+/// as the forward of its family.
+pub fn load_model<B: Backend>(
     backend: &B,
     source: &ModelSource,
     max_model_len: Option<usize>,
-) -> Result<LlamaModel<B>> {
+) -> Result<Box<dyn CausalLm<B>>> {
     match source {
         ModelSource::Gguf(path) => {
             let mut file = GgufFile::open(path)?;
@@ -152,10 +154,9 @@ pub fn load_llama<B: Backend>(
             let config_path = dir.join("config.json");
             let text = std::fs::read_to_string(&config_path)
                 .map_err(|e| ModelError::io(&config_path, e))?;
-            let mut config = ModelConfig::from_hf_json(&config_path, &text)?;
-            let mut files = SafetensorsDir::open(dir)?;
-            let weights = load_weights(backend, &mut files, &mut config)?;
-            build(backend, config, weights, max_model_len)
+            let config = ModelConfig::from_hf_json(&config_path, &text)?;
+            let mut files = SafetensorsDir::open(dir, config.family)?;
+            build(backend, config, &mut files, max_model_len)
         }
     }
 }
@@ -165,23 +166,30 @@ fn load_gguf_model<B: Backend>(
     path: &Path,
     file: &mut GgufFile,
     max_model_len: Option<usize>,
-) -> Result<LlamaModel<B>> {
-    let mut config = ModelConfig::from_gguf(path, file.metadata())?;
-    let weights = load_weights(backend, file, &mut config)?;
-    build(backend, config, weights, max_model_len)
+) -> Result<Box<dyn CausalLm<B>>> {
+    let config = ModelConfig::from_gguf(path, file.metadata())?;
+    build(backend, config, file, max_model_len)
 }
 
+/// Loads the weights of `config`'s model from `src` into its family's forward.
 fn build<B: Backend>(
     backend: &B,
     mut config: ModelConfig,
-    weights: LlamaWeights<B>,
+    src: &mut dyn TensorSource,
     max_model_len: Option<usize>,
-) -> Result<LlamaModel<B>> {
+) -> Result<Box<dyn CausalLm<B>>> {
     let max_len = max_model_len
         .unwrap_or(config.trained_context_len)
         .min(config.trained_context_len);
     config.max_model_len = max_len;
-    LlamaModel::new(backend, config, weights, max_len)
+    match config.family.forward {
+        Forward::Decoder => {
+            let weights = load_weights(backend, src, &mut config)?;
+            Ok(Box::new(DecoderModel::new(
+                backend, config, weights, max_len,
+            )?))
+        }
+    }
 }
 
 /// Template errors name the model they came from.

@@ -7,7 +7,7 @@ use crate::backend::{Backend, KvCacheDtype, KvCacheShape};
 use crate::batch::FlatBatch;
 use crate::encoder::{EmbeddingHead, Pooling};
 use crate::error::{ModelError, Result};
-use crate::llama::LlamaModel;
+use crate::families::CausalLm;
 
 /// Size of the KV pool and of the longest sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +20,10 @@ pub struct CacheConfig {
     pub kv_dtype: KvCacheDtype,
 }
 
-/// Runs batches of a [`LlamaModel`] on a backend over a paged KV cache.
+/// Runs batches of a model ([`CausalLm`]) on a backend over a paged KV cache.
 pub struct ModelRunner<B: Backend> {
     backend: B,
-    model: LlamaModel<B>,
+    model: Box<dyn CausalLm<B>>,
     cache: B::KvCache,
     cache_config: CacheConfig,
     /// Set for a decoder used as an embedder: rows are pooled hidden states.
@@ -32,13 +32,13 @@ pub struct ModelRunner<B: Backend> {
 
 impl<B: Backend> ModelRunner<B> {
     /// Allocates the KV pool for `model`.
-    pub fn new(backend: B, model: LlamaModel<B>, cache_config: CacheConfig) -> Result<Self> {
+    pub fn new(backend: B, model: Box<dyn CausalLm<B>>, cache_config: CacheConfig) -> Result<Self> {
         if cache_config.block_size == 0 || cache_config.num_blocks == 0 {
             return Err(ModelError::Backend(format!(
                 "empty KV pool: {cache_config:?}"
             )));
         }
-        let c = &model.config;
+        let c = model.config();
         let cache = backend.alloc_kv_cache(KvCacheShape {
             num_layers: c.num_layers,
             num_blocks: cache_config.num_blocks,
@@ -65,8 +65,8 @@ impl<B: Backend> ModelRunner<B> {
     }
 
     /// The model being run.
-    pub fn model(&self) -> &LlamaModel<B> {
-        &self.model
+    pub fn model(&self) -> &dyn CausalLm<B> {
+        self.model.as_ref()
     }
 
     /// The backend.
@@ -76,7 +76,7 @@ impl<B: Backend> ModelRunner<B> {
 
     /// Runs a batch already flattened.
     pub fn forward(&mut self, batch: &FlatBatch) -> Result<Logits> {
-        let vocab = self.model.config.vocab_size;
+        let vocab = self.model.config().vocab_size;
         if let Some(&t) = batch.token_ids.iter().find(|&&t| t as usize >= vocab) {
             return Err(ModelError::InvalidBatch(format!(
                 "token id {t} outside the vocabulary of {vocab}"
@@ -103,7 +103,7 @@ impl<B: Backend> ModelRunner<B> {
 impl<B: Backend> ModelRunner<B> {
     /// One pooled vector per sequence of `batch`, each a whole input.
     fn embed(&mut self, batch: &FlatBatch, head: EmbeddingHead) -> Result<Logits> {
-        let h = self.model.config.hidden_size;
+        let h = self.model.config().hidden_size;
         let mut rows = Vec::with_capacity(batch.token_ids.len());
         for s in &batch.seqs {
             if s.context_len != s.query_len || s.query_len == 0 {
@@ -170,8 +170,7 @@ where
     }
 
     fn sliding_window(&self) -> Option<usize> {
-        // Every layer attends through the same window (see `llama`).
-        self.model.config.sliding_window
+        self.model.config().uniform_window()
     }
 
     fn execute(&mut self, batch: &Batch) -> Result<Logits> {

@@ -1,6 +1,7 @@
 //! Hugging Face model directories: `config.json` plus one or more `*.safetensors`
 //! files (bf16, f16 or f32). Hugging Face tensor names are mapped onto the GGUF
-//! names the loader uses.
+//! names the loader uses: Llama's table below, after the family's own
+//! ([`Family::layer_tensors`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 
 use crate::error::{ModelError, Result};
+use crate::families::Family;
 use crate::weights::{HostMatrix, TensorSource};
 
 /// The safetensors files of a Hugging Face model directory.
@@ -18,11 +20,12 @@ pub struct SafetensorsDir {
     tensors: MmapedSafetensors,
     /// GGUF name → Hugging Face name, for every tensor present.
     names: HashMap<String, String>,
+    family: &'static Family,
 }
 
 impl SafetensorsDir {
-    /// Memory-maps every `*.safetensors` file of `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Memory-maps every `*.safetensors` file of `dir`, a model of `family`.
+    pub fn open(dir: &Path, family: &'static Family) -> Result<Self> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| ModelError::io(dir, e))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -40,12 +43,13 @@ impl SafetensorsDir {
         let names = tensors
             .tensors()
             .into_iter()
-            .filter_map(|(hf, _)| gguf_name(&hf).map(|g| (g, hf)))
+            .filter_map(|(hf, _)| gguf_name(family, &hf).map(|g| (g, hf)))
             .collect();
         Ok(Self {
             dir: dir.to_path_buf(),
             tensors,
             names,
+            family,
         })
     }
 
@@ -55,7 +59,7 @@ impl SafetensorsDir {
             .map(|s| s.as_str())
             .ok_or_else(|| ModelError::MissingTensor {
                 path: self.dir.clone(),
-                name: hf_name_hint(name),
+                name: hf_name_hint(self.family, name),
             })
     }
 
@@ -138,15 +142,13 @@ const LAYER_NAMES: &[(&str, &str)] = &[
     ("self_attn.k_norm.weight", "attn_k_norm.weight"),
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
-    // Phi-3's fused projections, under llama.cpp's names for them.
-    ("self_attn.qkv_proj.weight", "attn_qkv.weight"),
-    ("mlp.gate_up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
 ];
 
-/// Translates a tensor name between the two conventions, `from` being the index of
-/// the source convention in the tables (0: Hugging Face, 1: GGUF).
-fn translate(name: &str, from: usize) -> Option<String> {
+/// Translates a tensor name of a `family` model between the two conventions,
+/// `from` being the index of the source convention in the tables (0: Hugging
+/// Face, 1: GGUF).
+fn translate(family: &Family, name: &str, from: usize) -> Option<String> {
     let pick =
         |pair: &(&'static str, &'static str)| if from == 0 { *pair } else { (pair.1, pair.0) };
     if let Some((_, to)) = MODEL_NAMES.iter().map(pick).find(|(f, _)| *f == name) {
@@ -159,18 +161,23 @@ fn translate(name: &str, from: usize) -> Option<String> {
     };
     let (layer, tail) = name.strip_prefix(prefix_from)?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let (_, to) = LAYER_NAMES.iter().map(pick).find(|(f, _)| *f == tail)?;
+    let (_, to) = family
+        .layer_tensors
+        .iter()
+        .chain(LAYER_NAMES)
+        .map(pick)
+        .find(|(f, _)| *f == tail)?;
     Some(format!("{prefix_to}{layer}.{to}"))
 }
 
-/// Maps a Hugging Face Llama/Qwen tensor name to its GGUF name.
-fn gguf_name(hf: &str) -> Option<String> {
-    translate(hf, 0)
+/// Maps a Hugging Face tensor name to its GGUF name.
+fn gguf_name(family: &Family, hf: &str) -> Option<String> {
+    translate(family, hf, 0)
 }
 
 /// The Hugging Face name a missing GGUF-named tensor would have, for errors.
-fn hf_name_hint(gguf: &str) -> String {
-    translate(gguf, 1).unwrap_or_else(|| gguf.to_string())
+fn hf_name_hint(family: &Family, gguf: &str) -> String {
+    translate(family, gguf, 1).unwrap_or_else(|| gguf.to_string())
 }
 
 #[cfg(test)]
@@ -179,6 +186,7 @@ mod tests {
 
     #[test]
     fn names_map_both_ways() {
+        let llama = crate::families::by_hf_name("LlamaForCausalLM").expect("llama");
         for hf in [
             "model.embed_tokens.weight",
             "lm_head.weight",
@@ -186,10 +194,31 @@ mod tests {
             "model.layers.12.mlp.down_proj.weight",
             "model.layers.0.self_attn.q_norm.weight",
         ] {
-            let g = gguf_name(hf).expect("mapped");
-            assert_eq!(hf_name_hint(&g), hf);
+            let g = gguf_name(llama, hf).expect("mapped");
+            assert_eq!(hf_name_hint(llama, &g), hf);
         }
-        assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
-        assert_eq!(gguf_name("model.rotary_emb.inv_freq"), None);
+        assert_eq!(gguf_name(llama, "model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(gguf_name(llama, "model.rotary_emb.inv_freq"), None);
+    }
+
+    /// Gemma's `post_attention_layernorm` norms the attention output; its
+    /// pre-MLP norm is `pre_feedforward_layernorm`, Llama's `ffn_norm`.
+    #[test]
+    fn family_names_come_first() {
+        let gemma = crate::families::by_hf_name("Gemma2ForCausalLM").expect("gemma2");
+        let llama = crate::families::by_hf_name("LlamaForCausalLM").expect("llama");
+        let post = "model.layers.3.post_attention_layernorm.weight";
+        assert_eq!(
+            gguf_name(gemma, post).as_deref(),
+            Some("blk.3.post_attention_norm.weight")
+        );
+        assert_eq!(
+            gguf_name(llama, post).as_deref(),
+            Some("blk.3.ffn_norm.weight")
+        );
+        assert_eq!(
+            hf_name_hint(gemma, "blk.0.ffn_norm.weight"),
+            "model.layers.0.pre_feedforward_layernorm.weight"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Loading a Llama-family model's weights from any [`TensorSource`] onto a backend.
+//! Loading a decoder model's weights from any [`TensorSource`] onto a backend.
 //!
 //! Tensor names are GGUF's (`blk.0.attn_q.weight`); the safetensors source maps
 //! Hugging Face names onto them. Every tensor's shape is checked against the
@@ -78,14 +78,18 @@ pub struct LayerWeights<B: Backend> {
     pub q_norm: Option<B::Tensor>,
     pub k_norm: Option<B::Tensor>,
     pub o: B::Linear,
+    /// Norm of the attention output before the residual add (Gemma).
+    pub post_attn_norm: Option<B::Tensor>,
     pub ffn_norm: B::Tensor,
+    /// Norm of the MLP output before the residual add (Gemma).
+    pub post_ffn_norm: Option<B::Tensor>,
     /// Fused gate|up projection.
     pub gate_up: B::Linear,
     pub down: B::Linear,
 }
 
 /// A whole model's weights on the backend.
-pub struct LlamaWeights<B: Backend> {
+pub struct DecoderWeights<B: Backend> {
     pub embedding: B::Linear,
     pub layers: Vec<LayerWeights<B>>,
     pub final_norm: B::Tensor,
@@ -101,9 +105,19 @@ pub fn load_weights<B: Backend>(
     backend: &B,
     src: &mut dyn TensorSource,
     config: &mut ModelConfig,
-) -> Result<LlamaWeights<B>> {
+) -> Result<DecoderWeights<B>> {
     let c = config.clone();
     let mut loader = Loader { src };
+    // RMSNorm gains, plus the family's offset (Gemma's `1 + w`).
+    let norm = |loader: &mut Loader<'_>, name: &str, len: usize| -> Result<B::Tensor> {
+        let mut gains = loader.vector(name, len)?;
+        if c.norm_gain_offset != 0.0 {
+            for g in &mut gains {
+                *g += c.norm_gain_offset;
+            }
+        }
+        backend.upload_vector(gains)
+    };
     let embedding = loader.matrix("token_embd.weight", c.vocab_size, c.hidden_size)?;
     let lm_head = if loader.src.contains("output.weight") {
         config.tie_word_embeddings = false;
@@ -112,7 +126,7 @@ pub fn load_weights<B: Backend>(
         config.tie_word_embeddings = true;
         embedding.clone()
     };
-    if c.fused_projections() && loader.src.contains("rope_factors_long.weight") {
+    if c.fused_projections && loader.src.contains("rope_factors_long.weight") {
         return Err(ModelError::format(
             loader.src.path(),
             "LongRoPE (rope_factors_long, Phi-3's 128k variants) is not supported",
@@ -121,7 +135,7 @@ pub fn load_weights<B: Backend>(
     let mut layers = Vec::with_capacity(c.num_layers);
     for i in 0..c.num_layers {
         let name = |t: &str| format!("blk.{i}.{t}");
-        let qkv_parts = if c.fused_projections() {
+        let qkv_parts = if c.fused_projections {
             vec![loader.matrix(&name("attn_qkv.weight"), c.qkv_width(), c.hidden_size)?]
         } else {
             vec![
@@ -140,19 +154,29 @@ pub fn load_weights<B: Backend>(
         };
         let (q_norm, k_norm) = if c.qk_norm {
             (
-                Some(
-                    backend
-                        .upload_vector(loader.vector(&name("attn_q_norm.weight"), c.head_dim)?)?,
-                ),
-                Some(
-                    backend
-                        .upload_vector(loader.vector(&name("attn_k_norm.weight"), c.head_dim)?)?,
-                ),
+                Some(norm(&mut loader, &name("attn_q_norm.weight"), c.head_dim)?),
+                Some(norm(&mut loader, &name("attn_k_norm.weight"), c.head_dim)?),
             )
         } else {
             (None, None)
         };
-        let gate_up_parts = if c.fused_projections() {
+        let (post_attn_norm, post_ffn_norm) = if c.sandwich_norms {
+            (
+                Some(norm(
+                    &mut loader,
+                    &name("post_attention_norm.weight"),
+                    c.hidden_size,
+                )?),
+                Some(norm(
+                    &mut loader,
+                    &name("post_ffw_norm.weight"),
+                    c.hidden_size,
+                )?),
+            )
+        } else {
+            (None, None)
+        };
+        let gate_up_parts = if c.fused_projections {
             let rows = 2 * c.intermediate_size;
             vec![loader.matrix(&name("ffn_up.weight"), rows, c.hidden_size)?]
         } else {
@@ -162,8 +186,7 @@ pub fn load_weights<B: Backend>(
             ]
         };
         layers.push(LayerWeights {
-            attn_norm: backend
-                .upload_vector(loader.vector(&name("attn_norm.weight"), c.hidden_size)?)?,
+            attn_norm: norm(&mut loader, &name("attn_norm.weight"), c.hidden_size)?,
             qkv: backend.upload_linear(qkv_parts, qkv_bias)?,
             q_norm,
             k_norm,
@@ -171,8 +194,9 @@ pub fn load_weights<B: Backend>(
                 vec![loader.matrix(&name("attn_output.weight"), c.hidden_size, c.q_width())?],
                 None,
             )?,
-            ffn_norm: backend
-                .upload_vector(loader.vector(&name("ffn_norm.weight"), c.hidden_size)?)?,
+            post_attn_norm,
+            ffn_norm: norm(&mut loader, &name("ffn_norm.weight"), c.hidden_size)?,
+            post_ffn_norm,
             gate_up: backend.upload_linear(gate_up_parts, None)?,
             down: backend.upload_linear(
                 vec![loader.matrix(
@@ -184,13 +208,13 @@ pub fn load_weights<B: Backend>(
             )?,
         });
     }
-    let final_norm = backend.upload_vector(loader.vector("output_norm.weight", c.hidden_size)?)?;
+    let final_norm = norm(&mut loader, "output_norm.weight", c.hidden_size)?;
     let rope_freq_factors = if loader.src.contains("rope_freqs.weight") {
         Some(loader.vector("rope_freqs.weight", c.head_dim / 2)?)
     } else {
         None
     };
-    Ok(LlamaWeights {
+    Ok(DecoderWeights {
         embedding: backend.upload_linear(vec![embedding], None)?,
         layers,
         final_norm,

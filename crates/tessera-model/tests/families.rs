@@ -7,42 +7,12 @@
 mod common;
 
 use candle_core::quantized::GgmlDType;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::DType;
 use common::tiny::*;
 use common::*;
 use serde_json::json;
 use tessera_engine::Runner;
 use tessera_model::backend::KvCacheDtype;
-
-fn weights(dir: &std::path::Path) -> VarBuilder<'static> {
-    // SAFETY: the test wrote the file and nothing changes it while mapped.
-    unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[dir.join("model.safetensors")],
-            DType::F32,
-            &Device::Cpu,
-        )
-    }
-    .expect("weights")
-}
-
-fn input(prompt: &[u32]) -> Tensor {
-    Tensor::new(prompt, &Device::Cpu)
-        .and_then(|t| t.unsqueeze(0))
-        .expect("input")
-}
-
-fn compare(what: &str, ours: &[f32], theirs: &[f32]) {
-    let diff = max_abs_diff(ours, theirs);
-    let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
-    eprintln!("{what}: max |tessera - candle| = {diff:.2e} (logit scale {scale:.2})");
-    assert!(
-        diff <= 1e-4 * scale.max(1.0),
-        "{what}: {diff} vs scale {scale}"
-    );
-    assert_eq!(argmax(ours), argmax(theirs), "{what}: greedy tokens differ");
-}
 
 /// Qwen3: Llama plus RMSNorm over each head of Q and K before the rotation.
 #[test]

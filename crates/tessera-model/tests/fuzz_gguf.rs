@@ -22,7 +22,7 @@ use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::chat::{self, ChatTemplate};
 use tessera_model::config::ModelConfig;
 use tessera_model::gguf::GgufFile;
-use tessera_model::loader::{load_llama, ModelSource};
+use tessera_model::loader::{load_model, ModelSource};
 use tessera_model::tokenizer::Tokenizer;
 
 #[global_allocator]
@@ -233,7 +233,7 @@ fn mutated_tiny_models_fail_cleanly_or_load() {
     let base = std::fs::read(&path).expect("tiny model");
     run_target("tiny", base, dir, |path, _| {
         let source = ModelSource::detect(path).map_err(|e| e.to_string())?;
-        load_llama(&CpuBackend::new(), &source, None)
+        load_model(&CpuBackend::new(), &source, None)
             .map(|_| ())
             .map_err(|e| e.to_string())
     });

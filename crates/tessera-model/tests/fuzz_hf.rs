@@ -19,7 +19,7 @@ use common::tiny::{random_tensors, temp_dir, write_hf_dir, TINY};
 use harness::{run_cases, Rng};
 use serde_json::Value;
 use tessera_model::backend::cpu::CpuBackend;
-use tessera_model::loader::{load_llama, read_config, ModelSource};
+use tessera_model::loader::{read_config, ModelSource};
 use tessera_model::tokenizer::Tokenizer;
 
 #[global_allocator]
@@ -63,7 +63,7 @@ fn model_dir(tag: &str) -> PathBuf {
 fn load_model(dir: &Path) -> Result<(), String> {
     let source = ModelSource::detect(dir).map_err(|e| e.to_string())?;
     read_config(&source).map_err(|e| e.to_string())?;
-    load_llama(&CpuBackend::new(), &source, None)
+    tessera_model::loader::load_model(&CpuBackend::new(), &source, None)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

@@ -8,12 +8,12 @@ use candle_core::DType;
 use common::tiny::{random_tensors, temp_dir, write_gguf, write_hf_dir, TINY};
 use tessera_engine::Runner;
 use tessera_model::backend::cpu::CpuBackend;
-use tessera_model::loader::{load_bundle, load_llama, ModelSource};
+use tessera_model::loader::{load_bundle, load_model, ModelSource};
 use tessera_model::ModelError;
 
 fn load(path: &std::path::Path) -> Result<(), ModelError> {
     let source = ModelSource::detect(path)?;
-    load_llama(&CpuBackend::new(), &source, None).map(|_| ())
+    load_model(&CpuBackend::new(), &source, None).map(|_| ())
 }
 
 #[test]

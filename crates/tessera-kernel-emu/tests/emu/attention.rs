@@ -16,6 +16,8 @@ struct Case {
     kv_heads: usize,
     block_size: usize,
     window: Option<usize>,
+    /// Scores become `cap * tanh(score / cap)` (Gemma 2).
+    softcap: Option<f32>,
     /// (keys in the cache, positions of the new tokens).
     seqs: Vec<(usize, Vec<usize>)>,
     seed: u64,
@@ -106,6 +108,7 @@ fn build(c: &Case) -> Built {
             Arg::Int(c.block_size as i32),
             Arg::Int(window),
             Arg::Float(scale),
+            Arg::Float(c.softcap.unwrap_or(0.0)),
             Arg::Int(partition),
             Arg::Int(splits as i32),
         ],
@@ -138,7 +141,7 @@ fn build(c: &Case) -> Built {
     }
 }
 
-/// softmax(q k^T * scale) V over each token's keys, in f64.
+/// softmax(softcap(q k^T * scale)) V over each token's keys, in f64.
 fn reference(c: &Case, b: &Built) -> Vec<f64> {
     let cols = (c.heads + 2 * c.kv_heads) * c.d;
     let group = c.heads / c.kv_heads;
@@ -156,7 +159,12 @@ fn reference(c: &Case, b: &Built) -> Vec<f64> {
             };
             let scores: Vec<f64> = (first..=pos)
                 .map(|j| {
-                    (0..c.d).map(|i| f(q[i]) * f(b.k[at(j) + i])).sum::<f64>() * f64::from(b.scale)
+                    let s = (0..c.d).map(|i| f(q[i]) * f(b.k[at(j) + i])).sum::<f64>()
+                        * f64::from(b.scale);
+                    match c.softcap.map(f64::from) {
+                        Some(cap) => (s / cap).tanh() * cap,
+                        None => s,
+                    }
                 })
                 .collect();
             let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -190,6 +198,7 @@ fn attention_decode_and_prefill_with_gqa_ragged_contexts_and_split_k() {
         kv_heads: 2,
         block_size: 16,
         window: None,
+        softcap: None,
         seqs: vec![
             // Decode at 1100 keys: three partitions (512, 512, 76).
             (1100, vec![1099]),
@@ -210,6 +219,7 @@ fn attention_sliding_window_with_the_largest_gqa_group() {
         kv_heads: 1,
         block_size: 32,
         window: Some(100),
+        softcap: None,
         seqs: vec![(700, (696..700).collect()), (40, vec![0, 39])],
         seed: 11,
     });
@@ -224,10 +234,27 @@ fn attention_every_other_head_size() {
             kv_heads: 3,
             block_size: 16,
             window: None,
+            softcap: None,
             seqs: vec![(70, vec![68, 69]), (3, vec![2])],
             seed,
         });
     }
+}
+
+#[test]
+fn attention_soft_capped_scores() {
+    // Scores of q, k in [-1, 1) over 64 dimensions at 3 / sqrt(64) reach
+    // several units: a cap of 2 changes every softmax.
+    check(&Case {
+        d: 64,
+        heads: 4,
+        kv_heads: 2,
+        block_size: 16,
+        window: Some(100),
+        softcap: Some(2.0),
+        seqs: vec![(600, vec![599]), (30, (20..30).collect())],
+        seed: 15,
+    });
 }
 
 /// Several 64-key tiles, for the barrier test: the job and its output.
@@ -243,6 +270,7 @@ fn multi_tile_case() -> Case {
         kv_heads: 2,
         block_size: 16,
         window: None,
+        softcap: None,
         seqs: vec![(150, vec![148, 149])],
         seed: 14,
     }

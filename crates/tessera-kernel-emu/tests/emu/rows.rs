@@ -217,3 +217,107 @@ fn silu_mul_matches_the_f64_reference() {
         .collect();
     assert_bf16_close("silu_mul", &got, &want);
 }
+
+#[test]
+fn gelu_tanh_mul_matches_the_f64_reference() {
+    let (rows, inter) = (3, 300);
+    let gate_up = Rng::new(6).bf16s(rows * 2 * inter, 4.0);
+    let mut job = Job::new();
+    let out = job.filled::<u16>(rows * inter, 0xff);
+    let gb = job.buffer(&gate_up);
+    job.launch(
+        "gelu_tanh_mul_bf16",
+        Launch::silu_mul(rows, inter).unwrap(),
+        &[Arg::Buf(out), Arg::Buf(gb), Arg::Int(inter as i32)],
+    );
+    let got = run_all(&job).get::<u16>(out);
+    let want: Vec<f64> = (0..rows * inter)
+        .map(|i| {
+            let (r, c) = (i / inter, i % inter);
+            let g = f64::from(from_bf16(gate_up[r * 2 * inter + c]));
+            let u = f64::from(from_bf16(gate_up[r * 2 * inter + inter + c]));
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
+            0.5 * g * (1.0 + inner.tanh()) * u
+        })
+        .collect();
+    assert_bf16_close("gelu_tanh_mul", &got, &want);
+}
+
+#[test]
+fn add_normed_rms_norm_norms_the_output_before_the_add() {
+    let (rows, n) = (3, 520);
+    let mut rng = Rng::new(7);
+    let residual = rng.vec(rows * n, 2.0);
+    let x = rng.bf16s(rows * n, 3.0);
+    let (post, w) = (rng.vec(n, 1.5), rng.vec(n, 1.0));
+    let mut job = Job::new();
+    let out = job.filled::<u16>(rows * n, 0xff);
+    let (rb, xb) = (job.buffer(&residual), job.buffer(&x));
+    let (pb, wb) = (job.buffer(&post), job.buffer(&w));
+    let args = [
+        Arg::Buf(out),
+        Arg::Buf(rb),
+        Arg::Buf(xb),
+        Arg::Buf(pb),
+        Arg::Buf(wb),
+        Arg::Int(n as i32),
+        Arg::Float(EPS),
+    ];
+    job.launch(
+        "add_normed_rms_norm_f32_bf16",
+        Launch::rows(rows).unwrap(),
+        &args,
+    );
+    let result = run_all(&job);
+    let (got, new_residual) = (result.get::<u16>(out), result.get::<f32>(rb));
+    for r in 0..rows {
+        let xs: Vec<f64> = (r * n..(r + 1) * n)
+            .map(|i| f64::from(from_bf16(x[i])))
+            .collect();
+        let sum: Vec<f64> = rms_norm_ref(&xs, &post)
+            .iter()
+            .zip(&residual[r * n..(r + 1) * n])
+            .map(|(v, &res)| f64::from(res) + v)
+            .collect();
+        for (i, s) in sum.iter().enumerate() {
+            let g = f64::from(new_residual[r * n + i]);
+            assert!(
+                (g - s).abs() <= 1e-5 * s.abs().max(1.0),
+                "residual row {r} col {i}: {g} vs {s}"
+            );
+        }
+        assert_bf16_close(
+            &format!("row {r}"),
+            &got[r * n..(r + 1) * n],
+            &rms_norm_ref(&sum, &w),
+        );
+    }
+}
+
+#[test]
+fn scale_and_softcap_apply_to_every_f32_value() {
+    let (rows, cols) = (3, 300);
+    let x = Rng::new(8).vec(rows * cols, 5.0);
+    for (kernel, value) in [("scale_f32", 16.0f32), ("softcap_f32", 2.0)] {
+        let mut job = Job::new();
+        let xb = job.buffer(&x);
+        job.launch(
+            kernel,
+            Launch::silu_mul(rows, cols).unwrap(),
+            &[Arg::Buf(xb), Arg::Int(cols as i32), Arg::Float(value)],
+        );
+        let got = run_all(&job).get::<f32>(xb);
+        for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
+            let v = f64::from(v);
+            let value = f64::from(value);
+            let want = match kernel {
+                "scale_f32" => v * value,
+                _ => (v / value).tanh() * value,
+            };
+            assert!(
+                (f64::from(g) - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{kernel} {i}: {g} vs {want}"
+            );
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! The device operations the model forward is written over.
 //!
-//! [`crate::llama`] calls only these, so a backend (the CPU; CUDA with
+//! [`crate::families::decoder`] calls only these, so a backend (the CPU; CUDA with
 //! `--features cuda`) implements this trait and nothing else. Every operation works row by row with a fixed
 //! reduction order, so a sequence's results never depend on which other rows share
 //! the batch.
@@ -29,8 +29,12 @@ pub struct AttentionShape {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Scores are `q . k * scale`.
     pub scale: f32,
     pub sliding_window: Option<usize>,
+    /// Scores (after the scale) become `cap * tanh(score / cap)` before the
+    /// softmax (Gemma 2).
+    pub softcap: Option<f32>,
 }
 
 /// Geometry of a KV cache pool.
@@ -88,7 +92,7 @@ impl std::fmt::Display for KvCacheDtype {
 }
 
 /// A compute device the model runs on.
-pub trait Backend: Send + Sync {
+pub trait Backend: Send + Sync + 'static {
     /// A row-major matrix of activations (or a vector: one row) on the device.
     type Tensor: Send + Sync;
     /// A linear layer's weight matrix (possibly quantized) plus optional bias.
@@ -134,6 +138,22 @@ pub trait Backend: Send + Sync {
         w: &Self::Tensor,
         eps: f32,
     ) -> Result<Self::Tensor>;
+    /// `residual += x / rms(x) * post`, then returns the new residual's
+    /// `residual / rms(residual) * w` (Gemma's norm of a sublayer's output
+    /// before the add, and the next pre-norm).
+    fn add_normed_rms_norm(
+        &self,
+        residual: &mut Self::Tensor,
+        x: &Self::Tensor,
+        post: &Self::Tensor,
+        w: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+    /// `x *= s`, every value (Gemma's embedding scale, on the residual stream).
+    fn scale(&self, x: &mut Self::Tensor, s: f32) -> Result<()>;
+    /// `x = cap * tanh(x / cap)`, every value (Gemma 2's final logit
+    /// soft-cap, on [`Backend::logits`]' output).
+    fn softcap(&self, x: &mut Self::Tensor, cap: f32) -> Result<()>;
     /// RMSNorm of each `head_dim` slice of the first `num_heads` heads of every row
     /// (Qwen3's Q/K norms), in place. `offset_heads` skips that many heads first.
     fn head_rms_norm(
@@ -176,6 +196,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<Self::Tensor>;
     /// `silu(gate) * up` for a fused `[rows, 2 * I]` gate|up projection.
     fn silu_mul(&self, gate_up: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `gelu_tanh(gate) * up` for a fused `[rows, 2 * I]` gate|up projection
+    /// (GeGLU; GELU's tanh approximation, PyTorch's `gelu(approximate="tanh")`).
+    fn gelu_tanh_mul(&self, gate_up: &Self::Tensor) -> Result<Self::Tensor>;
     /// Picks rows (the last token of each sequence that wants logits).
     fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor>;
     /// Copies a tensor to the host, row-major.

@@ -43,6 +43,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         functions: &[
             "rms_norm_f32_bf16",
             "add_rms_norm_f32_bf16",
+            "add_normed_rms_norm_f32_bf16",
             "head_rms_norm_bf16",
         ],
     },
@@ -54,7 +55,12 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource {
         file: "activation.cu",
         text: include_str!("../../../../kernels/activation.cu"),
-        functions: &["silu_mul_bf16"],
+        functions: &[
+            "silu_mul_bf16",
+            "gelu_tanh_mul_bf16",
+            "scale_f32",
+            "softcap_f32",
+        ],
     },
     KernelSource {
         file: "attention.cu",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tessera_engine::{Batch, SequenceChunk};
 use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::backend::KvCacheDtype;
-use tessera_model::loader::{load_llama, ModelSource};
+use tessera_model::loader::{load_model, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 
 /// The repository root.
@@ -52,7 +52,7 @@ pub fn cpu_runner_with(
 ) -> ModelRunner<CpuBackend> {
     let backend = CpuBackend::new();
     let source = ModelSource::detect(path).expect("model source");
-    let model = load_llama(&backend, &source, Some(4096)).expect("model loads");
+    let model = load_model(&backend, &source, Some(4096)).expect("model loads");
     ModelRunner::new(
         backend,
         model,
@@ -132,4 +132,37 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// A candle `VarBuilder` over the test model's `model.safetensors`, in f32.
+pub fn weights(dir: &Path) -> candle_nn::VarBuilder<'static> {
+    // SAFETY: the test wrote the file and nothing changes it while mapped.
+    unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+    }
+    .expect("weights")
+}
+
+/// `prompt` as a candle batch of one.
+pub fn input(prompt: &[u32]) -> candle_core::Tensor {
+    candle_core::Tensor::new(prompt, &candle_core::Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("input")
+}
+
+/// Our logits against a reference's: within 1e-4 of the largest logit
+/// (same math, different summation order), and the same greedy token.
+pub fn compare(what: &str, ours: &[f32], theirs: &[f32]) {
+    let diff = max_abs_diff(ours, theirs);
+    let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
+    eprintln!("{what}: max |tessera - candle| = {diff:.2e} (logit scale {scale:.2})");
+    assert!(
+        diff <= 1e-4 * scale.max(1.0),
+        "{what}: {diff} vs scale {scale}"
+    );
+    assert_eq!(argmax(ours), argmax(theirs), "{what}: greedy tokens differ");
 }

@@ -122,6 +122,19 @@ pub fn write_gguf_with(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     extra: &[(&str, u32)],
 ) {
+    let extra: Vec<(&str, Value)> = extra.iter().map(|(k, v)| (*k, Value::U32(*v))).collect();
+    write_gguf_full(path, shape, arch, dtype, tensors, &[], &extra);
+}
+
+/// [`write_gguf`] with `extra` metadata keys of any type.
+pub fn write_gguf_meta(
+    path: &Path,
+    shape: TinyShape,
+    arch: &str,
+    dtype: GgmlDType,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    extra: &[(&str, Value)],
+) {
     write_gguf_full(path, shape, arch, dtype, tensors, &[], extra);
 }
 
@@ -132,7 +145,7 @@ fn write_gguf_full(
     dtype: GgmlDType,
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     skip: &[&str],
-    extra: &[(&str, u32)],
+    extra: &[(&str, Value)],
 ) {
     let dev = Device::Cpu;
     let qtensors: Vec<(String, QTensor)> = tensors
@@ -171,15 +184,17 @@ fn write_gguf_full(
         ),
         (key("vocab_size"), Value::U32(shape.vocab as u32)),
     ];
-    md.extend(extra.iter().map(|(k, v)| (k.to_string(), Value::U32(*v))));
+    // An extra key replaces a default one.
+    md.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    md.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = std::fs::File::create(path).expect("create gguf");
     candle_core::quantized::gguf_file::write(&mut f, &md_refs, &t_refs).expect("write gguf");
 }
 
-/// Hugging Face name of a GGUF-named tensor.
-fn hf_name(gguf: &str) -> String {
+/// Hugging Face name of a GGUF-named tensor of a Llama-shaped model.
+pub fn hf_name(gguf: &str) -> String {
     let map = [
         ("token_embd.weight", "model.embed_tokens.weight"),
         ("output_norm.weight", "model.norm.weight"),
@@ -241,6 +256,19 @@ pub fn write_hf_dir_with(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     extra: &serde_json::Value,
 ) -> PathBuf {
+    write_hf_dir_named(dir, shape, architecture, dtype, tensors, extra, &hf_name)
+}
+
+/// [`write_hf_dir_with`] with the tensors' Hugging Face names given by `name`.
+pub fn write_hf_dir_named(
+    dir: &Path,
+    shape: TinyShape,
+    architecture: &str,
+    dtype: DType,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    extra: &serde_json::Value,
+    name: &dyn Fn(&str) -> String,
+) -> PathBuf {
     std::fs::create_dir_all(dir).expect("mkdir");
     let mut config = serde_json::json!({
         "architectures": [architecture],
@@ -270,11 +298,11 @@ pub fn write_hf_dir_with(
     let dev = Device::Cpu;
     let map: HashMap<String, Tensor> = tensors
         .iter()
-        .map(|(name, dims, v)| {
+        .map(|(tensor_name, dims, v)| {
             let t = Tensor::from_vec(v.clone(), dims.as_slice(), &dev)
                 .and_then(|t| t.to_dtype(dtype))
                 .expect("tensor");
-            (hf_name(name), t)
+            (name(tensor_name), t)
         })
         .collect();
     candle_core::safetensors::save(&map, dir.join("model.safetensors")).expect("safetensors");

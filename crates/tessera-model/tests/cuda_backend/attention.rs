@@ -95,6 +95,8 @@ fn rotary_and_paged_attention_match_the_cpu() {
             head_dim: d,
             scale: 1.0 / (d as f32).sqrt(),
             sliding_window: window,
+            // One case soft-caps its scores as Gemma 2 does.
+            softcap: (d == 80).then_some(5.0),
         };
         let pool = |dtype| KvCacheShape {
             num_layers: 2,
@@ -219,6 +221,7 @@ fn refusals_are_errors_and_leave_the_device_usable() {
         head_dim: 64,
         scale: 0.125,
         sliding_window: None,
+        softcap: None,
     };
     let rope = gpu.upload_rope(rope(64, RopeStyle::Halves)).expect("rope");
     let cols = 8 * 64;

@@ -9,7 +9,7 @@ use candle_core::quantized::GgmlDType;
 use tessera_engine::Runner;
 use tessera_model::backend::cuda::CudaBackend;
 use tessera_model::backend::KvCacheDtype;
-use tessera_model::loader::{load_llama, ModelSource};
+use tessera_model::loader::{load_model, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 
 use crate::common::cuda::{assert_close, cuda};
@@ -30,7 +30,7 @@ const LOGITS_TOL: f64 = 3e-2;
 
 fn cuda_runner(backend: CudaBackend, path: &Path) -> ModelRunner<CudaBackend> {
     let source = ModelSource::detect(path).expect("model source");
-    let model = load_llama(&backend, &source, Some(512)).expect("the model loads on the GPU");
+    let model = load_model(&backend, &source, Some(512)).expect("the model loads on the GPU");
     ModelRunner::new(
         backend,
         model,

@@ -115,6 +115,30 @@ impl Backend for CpuBackend {
         self.rms_norm(residual, w, eps)
     }
 
+    fn add_normed_rms_norm(
+        &self,
+        residual: &mut CpuTensor,
+        x: &CpuTensor,
+        post: &CpuTensor,
+        w: &CpuTensor,
+        eps: f32,
+    ) -> Result<CpuTensor> {
+        let normed = self.rms_norm(x, post, eps)?;
+        self.add_rms_norm(residual, &normed, w, eps)
+    }
+
+    fn scale(&self, x: &mut CpuTensor, s: f32) -> Result<()> {
+        x.data.par_iter_mut().for_each(|v| *v *= s);
+        Ok(())
+    }
+
+    fn softcap(&self, x: &mut CpuTensor, cap: f32) -> Result<()> {
+        x.data
+            .par_chunks_mut(x.cols.max(1))
+            .for_each(|row| ops::softcap_in_place(row, cap));
+        Ok(())
+    }
+
     fn head_rms_norm(
         &self,
         x: &mut CpuTensor,
@@ -202,6 +226,15 @@ impl Backend for CpuBackend {
         out.par_chunks_mut(inter.max(1))
             .zip(gate_up.data.par_chunks(gate_up.cols.max(1)))
             .for_each(|(o, row)| ops::silu_mul_row(&row[..inter], &row[inter..], o));
+        Ok(CpuTensor::new(out, gate_up.rows, inter))
+    }
+
+    fn gelu_tanh_mul(&self, gate_up: &CpuTensor) -> Result<CpuTensor> {
+        let inter = gate_up.cols / 2;
+        let mut out = vec![0f32; gate_up.rows * inter];
+        out.par_chunks_mut(inter.max(1))
+            .zip(gate_up.data.par_chunks(gate_up.cols.max(1)))
+            .for_each(|(o, row)| ops::gelu_tanh_mul_row(&row[..inter], &row[inter..], o));
         Ok(CpuTensor::new(out, gate_up.rows, inter))
     }
 

@@ -49,3 +49,20 @@ pub fn rotate_head(head: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool
         }
     }
 }
+
+/// `gelu_tanh(gate) * up` with `gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))`,
+/// PyTorch's `gelu(approximate="tanh")` in its order of operations.
+pub fn gelu_tanh_mul_row(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let inner = SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g);
+        *o = 0.5 * g * (1.0 + inner.tanh()) * u;
+    }
+}
+
+/// `cap * tanh(x / cap)` in place.
+pub fn softcap_in_place(x: &mut [f32], cap: f32) {
+    for v in x {
+        *v = (*v / cap).tanh() * cap;
+    }
+}

@@ -77,6 +77,8 @@ pub(crate) fn paged_attention(
     let mut part_out = gpu.memory.alloc::<f32>(t * h * splits * d)?;
     let mut part_ml = gpu.memory.alloc::<f32>(t * h * splits * 2)?;
     let window = int("sliding window", shape.sliding_window.unwrap_or(0))?;
+    // 0: no soft-cap (a cap is positive: the config checks it).
+    let softcap = shape.softcap.unwrap_or(0.0);
     let (heads, kv_heads, block_size, partition, max_splits) = (
         int("heads", h)?,
         int("KV heads", kv)?,
@@ -104,6 +106,7 @@ pub(crate) fn paged_attention(
         .arg(&block_size)
         .arg(&window)
         .arg(&shape.scale)
+        .arg(&softcap)
         .arg(&partition)
         .arg(&max_splits);
     let cfg = config(Launch::attention(t, kv, splits)?);
@@ -142,6 +145,7 @@ mod tests {
             head_dim,
             scale: 1.0,
             sliding_window: None,
+            softcap: None,
         };
         assert!(check_shape(&shape(32, 8, 128)).is_ok());
         assert!(check_shape(&shape(14, 2, 64)).is_ok());

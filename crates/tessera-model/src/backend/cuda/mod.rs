@@ -132,6 +132,7 @@ impl CudaBackend {
             head_dim: config.head_dim,
             scale: 1.0,
             sliding_window: config.sliding_window,
+            softcap: config.attn_logit_softcap,
         })
     }
 
@@ -269,6 +270,31 @@ impl Backend for CudaBackend {
         Ok(ops::add_rms_norm(&self.gpu, residual, x, w, eps)?)
     }
 
+    fn add_normed_rms_norm(
+        &self,
+        residual: &mut CudaTensor,
+        x: &CudaTensor,
+        post: &CudaTensor,
+        w: &CudaTensor,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        Ok(ops::add_normed_rms_norm(
+            &self.gpu,
+            residual,
+            x,
+            (post, w),
+            eps,
+        )?)
+    }
+
+    fn scale(&self, x: &mut CudaTensor, s: f32) -> Result<()> {
+        Ok(ops::elementwise_f32(&self.gpu, x, "scale_f32", s)?)
+    }
+
+    fn softcap(&self, x: &mut CudaTensor, cap: f32) -> Result<()> {
+        Ok(ops::elementwise_f32(&self.gpu, x, "softcap_f32", cap)?)
+    }
+
     fn head_rms_norm(
         &self,
         x: &mut CudaTensor,
@@ -327,7 +353,11 @@ impl Backend for CudaBackend {
     }
 
     fn silu_mul(&self, gate_up: &CudaTensor) -> Result<CudaTensor> {
-        Ok(ops::silu_mul(&self.gpu, gate_up)?)
+        Ok(ops::gated(&self.gpu, gate_up, "silu_mul_bf16")?)
+    }
+
+    fn gelu_tanh_mul(&self, gate_up: &CudaTensor) -> Result<CudaTensor> {
+        Ok(ops::gated(&self.gpu, gate_up, "gelu_tanh_mul_bf16")?)
     }
 
     fn gather_rows(&self, x: &CudaTensor, rows: &[usize]) -> Result<CudaTensor> {

@@ -1,6 +1,7 @@
 //! Launches of the row-wise kernels (`kernels/embedding.cu`, `norm.cu`,
 //! `activation.cu`): embedding gather, RMSNorm (alone, after the residual add,
-//! per head), SiLU·mul and the row gather before the LM head. Each checks its
+//! after a normed add, per head), SiLU·mul and GELU·mul, scale and soft-cap
+//! of f32 rows, and the row gather before the LM head. Each checks its
 //! operands' shapes and types, allocates its output and queues one kernel.
 //!
 //! Every kernel gives a row (or a head) to one block or warp and reduces in
@@ -107,6 +108,45 @@ pub(crate) fn add_rms_norm(
     Ok(CudaTensor::new(Buffer::Bf16(out), rows, cols))
 }
 
+/// `residual += bf16 x / rms(x) * post` (f32), then the bf16 RMSNorm of the
+/// new residual (Gemma's sandwich norms).
+pub(crate) fn add_normed_rms_norm(
+    gpu: &Gpu,
+    residual: &mut CudaTensor,
+    x: &CudaTensor,
+    (post, w): (&CudaTensor, &CudaTensor),
+    eps: f32,
+) -> Result<CudaTensor, CudaBackendError> {
+    x.expect_cols("add_normed_rms_norm", residual.cols())?;
+    post.expect_cols("add_normed_rms_norm post gains", residual.cols())?;
+    w.expect_cols("add_normed_rms_norm gains", residual.cols())?;
+    if x.rows() != residual.rows() {
+        return Err(CudaBackendError::Shape(format!(
+            "add_normed_rms_norm: {} rows added to {}",
+            x.rows(),
+            residual.rows()
+        )));
+    }
+    let (rows, cols) = (residual.rows(), residual.cols());
+    let mut out = gpu.memory.alloc::<u16>(rows * cols)?;
+    if rows * cols > 0 {
+        let n = int("hidden size", cols)?;
+        let f = gpu.kernel("add_normed_rms_norm_f32_bf16")?;
+        let mut l = gpu.stream().launch_builder(f);
+        l.arg(&mut out)
+            .arg(residual.f32_mut("add_normed_rms_norm residual")?)
+            .arg(x.bf16("add_normed_rms_norm")?)
+            .arg(post.f32("add_normed_rms_norm post gains")?)
+            .arg(w.f32("add_normed_rms_norm gains")?)
+            .arg(&n)
+            .arg(&eps);
+        // SAFETY: out bf16, residual f32, x bf16 all [rows, n]; post, w n values.
+        unsafe { l.launch(config(Launch::rows(rows)?)) }
+            .map_err(driver("add_normed_rms_norm_f32_bf16"))?;
+    }
+    Ok(CudaTensor::new(Buffer::Bf16(out), rows, cols))
+}
+
 /// RMSNorm of heads `offset_heads..offset_heads + num_heads` of every bf16
 /// row, each `head_dim` wide, in place (Qwen3's Q/K norms).
 pub(crate) fn head_rms_norm(
@@ -146,11 +186,16 @@ pub(crate) fn head_rms_norm(
     Ok(())
 }
 
-/// `silu(gate) * up` of a bf16 `[rows, 2 * I]` gate|up projection.
-pub(crate) fn silu_mul(gpu: &Gpu, gate_up: &CudaTensor) -> Result<CudaTensor, CudaBackendError> {
+/// `act(gate) * up` of a bf16 `[rows, 2 * I]` gate|up projection, `kernel`
+/// being `silu_mul_bf16` or `gelu_tanh_mul_bf16`.
+pub(crate) fn gated(
+    gpu: &Gpu,
+    gate_up: &CudaTensor,
+    kernel: &'static str,
+) -> Result<CudaTensor, CudaBackendError> {
     if !gate_up.cols().is_multiple_of(2) {
         return Err(CudaBackendError::Shape(format!(
-            "silu_mul of an odd width {}",
+            "{kernel} of an odd width {}",
             gate_up.cols()
         )));
     }
@@ -159,13 +204,34 @@ pub(crate) fn silu_mul(gpu: &Gpu, gate_up: &CudaTensor) -> Result<CudaTensor, Cu
     if rows * inter > 0 {
         let cfg = config(Launch::silu_mul(rows, inter)?);
         let i = int("intermediate size", inter)?;
-        let f = gpu.kernel("silu_mul_bf16")?;
+        let f = gpu.kernel(kernel)?;
         let mut l = gpu.stream().launch_builder(f);
-        l.arg(&mut out).arg(gate_up.bf16("silu_mul")?).arg(&i);
+        l.arg(&mut out).arg(gate_up.bf16(kernel)?).arg(&i);
         // SAFETY: out [rows, I], gate_up [rows, 2I], both bf16.
-        unsafe { l.launch(cfg) }.map_err(driver("silu_mul_bf16"))?;
+        unsafe { l.launch(cfg) }.map_err(driver(kernel))?;
     }
     Ok(CudaTensor::new(Buffer::Bf16(out), rows, inter))
+}
+
+/// `x = op(x, value)` over every element of an f32 tensor in place, `kernel`
+/// being `scale_f32` (`x * value`) or `softcap_f32` (`tanh(x / value) * value`).
+pub(crate) fn elementwise_f32(
+    gpu: &Gpu,
+    x: &mut CudaTensor,
+    kernel: &'static str,
+    value: f32,
+) -> Result<(), CudaBackendError> {
+    if x.is_empty() {
+        return Ok(());
+    }
+    let cfg = config(Launch::silu_mul(x.rows(), x.cols())?);
+    let cols = int("row width", x.cols())?;
+    let f = gpu.kernel(kernel)?;
+    let mut l = gpu.stream().launch_builder(f);
+    l.arg(x.f32_mut(kernel)?).arg(&cols).arg(&value);
+    // SAFETY: the grid covers x's rows x cols and the kernel checks the width.
+    unsafe { l.launch(cfg) }.map_err(driver(kernel))?;
+    Ok(())
 }
 
 /// Rows `rows` of a bf16 tensor.

@@ -9,7 +9,7 @@
 //!
 //! The arithmetic is fixed, whatever the kernel or the batch:
 //! - score: four FMA chains over the dimensions (`i % 4`), summed as
-//!   `(c0 + c2) + (c1 + c3)`, times the scale;
+//!   `(c0 + c2) + (c1 + c3)`, times the scale, soft-capped if the model says so;
 //! - softmax over the head's scores, its max and sum in a fixed lane order ([`softmax`]);
 //! - output: one FMA chain per dimension, over the keys in position order.
 //!
@@ -111,6 +111,8 @@ pub(super) struct HeadGroup<'a, T> {
     pub head_dim: usize,
     pub block_size: usize,
     pub scale: f32,
+    /// Scores become `cap * tanh(score / cap)` before the softmax.
+    pub softcap: Option<f32>,
 }
 
 impl<T> HeadGroup<'_, T> {
@@ -171,6 +173,7 @@ pub(super) fn attend_portable<T: KvValue>(
             }
             *s = ((chains[0] + chains[2]) + (chains[1] + chains[3])) * g.scale;
         }
+        softcap(p, g.softcap);
         softmax(p);
         o.fill(0.0);
         for (&w, &r) in p.iter().zip(g.v_rows) {
@@ -178,6 +181,13 @@ pub(super) fn attend_portable<T: KvValue>(
                 *acc = w.mul_add(v.to_f32(), *acc);
             }
         }
+    }
+}
+
+/// In place: `cap * tanh(s / cap)` over `scores`, if there is a cap.
+pub(super) fn softcap(scores: &mut [f32], cap: Option<f32>) {
+    if let Some(cap) = cap {
+        super::super::ops::softcap_in_place(scores, cap);
     }
 }
 

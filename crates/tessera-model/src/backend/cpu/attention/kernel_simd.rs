@@ -15,7 +15,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::kernel::{softmax, HeadGroup, KvValue};
+use super::kernel::{softcap, softmax, HeadGroup, KvValue};
 
 /// The instruction sets a kernel can use, best last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -154,6 +154,7 @@ unsafe fn attend_with<L: Lanes, T: KvValue>(
     }
 
     for p in scores.chunks_exact_mut(n) {
+        softcap(p, g.softcap);
         softmax(p);
     }
 

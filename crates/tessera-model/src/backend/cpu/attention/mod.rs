@@ -241,6 +241,7 @@ fn attention<T: KvValue>(
                 head_dim: d,
                 block_size: pool.block_size,
                 scale: shape.scale,
+                softcap: shape.softcap,
             };
             kernel::attend(&heads, scores, heads_out);
         },

@@ -28,6 +28,10 @@ fn reference<T: KvValue>(g: &HeadGroup<T>) -> Vec<f64> {
                     .sum::<f64>()
                     * f64::from(g.scale)
             })
+            .map(|s| match g.softcap.map(f64::from) {
+                Some(cap) => (s / cap).tanh() * cap,
+                None => s,
+            })
             .collect();
         let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -94,7 +98,8 @@ proptest! {
     /// tolerance and with the portable kernel bit for bit, for head sizes
     /// the SIMD kernels take and ones they leave to the portable kernel,
     /// group sizes past a chunk, block sizes of any lane multiple, runs that
-    /// start mid-block (a sliding window), and blocks scattered over the pool.
+    /// start mid-block (a sliding window), blocks scattered over the pool,
+    /// scores soft-capped or not.
     #[test]
     fn kernels_match_the_reference(
         head_dim in prop::sample::select(vec![8usize, 48, 64, 128]),
@@ -102,6 +107,7 @@ proptest! {
         heads in 1usize..9,
         first in 0usize..40,
         keys in 1usize..70,
+        softcap in prop::option::of(0.5f32..4.0),
         seed in any::<u64>(),
     ) {
         let blocks = (first + keys).div_ceil(block_size) + 3;
@@ -111,10 +117,13 @@ proptest! {
         let (mut runs, mut v_rows) = (Vec::new(), Vec::new());
         gather_keys(&pools.shape, &table, 0, first..=first + keys - 1, &mut runs, &mut v_rows);
         let q = values(seed, heads * head_dim, 1.0);
-        check_kernels(&group_of(&q, &runs, &v_rows, &pools.k, &pools.v, &pools.shape))?;
+        // With and without Gemma 2's soft-cap of the scores.
+        let g = group_of(&q, &runs, &v_rows, &pools.k, &pools.v, &pools.shape);
+        check_kernels(&HeadGroup { softcap, ..g })?;
         // The same keys and values stored as f16.
         let (k16, v16) = (to_f16(&pools.k), to_f16(&pools.v));
-        check_kernels(&group_of(&q, &runs, &v_rows, &k16, &v16, &pools.shape))?;
+        let g = group_of(&q, &runs, &v_rows, &k16, &v16, &pools.shape);
+        check_kernels(&HeadGroup { softcap, ..g })?;
     }
 }
 
@@ -135,6 +144,7 @@ fn group_of<'a, T>(
         head_dim: shape.head_dim,
         block_size: shape.block_size,
         scale: 0.125,
+        softcap: None,
     }
 }
 
@@ -246,6 +256,7 @@ fn paged_attention_matches_dense_attention() {
         head_dim: 64,
         scale: 0.125,
         sliding_window: None,
+        softcap: None,
     };
     let cols = (6 + 2 * 2) * 64;
     let (bs, tokens) = (16, 45);
