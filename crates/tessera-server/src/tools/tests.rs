@@ -418,3 +418,45 @@ fn a_template_without_tools_gets_them_in_a_system_message() {
     );
     assert!(out[3].get("tool_call_id").is_none());
 }
+
+/// A vocabulary where `[TOOL_CALLS]` is special token 5, with a template.
+struct FakeText(&'static str);
+
+impl crate::text::TextModel for FakeText {
+    fn encode(&self, _: &str, _: bool) -> Result<Vec<u32>, String> {
+        Ok(Vec::new())
+    }
+
+    fn decode(&self, _: &[u32], _: bool) -> Result<String, String> {
+        Ok(String::new())
+    }
+
+    fn render_chat(&self, _: &[Value], _: bool) -> Result<String, String> {
+        Ok(String::new())
+    }
+
+    fn chat_template(&self) -> Option<&str> {
+        Some(self.0)
+    }
+
+    fn special_token_id(&self, text: &str) -> Option<u32> {
+        (text == mistral::TOOL_CALLS).then_some(5)
+    }
+}
+
+#[test]
+fn a_models_syntax_takes_its_opening_from_the_vocabulary() {
+    let s = Syntax::of_model(&FakeText("{{ '[TOOL_CALLS] [' }}{{ tools }}"), "m");
+    assert_eq!(s.family, Family::Mistral);
+    assert_eq!(s.trigger, Trigger::Token(5));
+    assert!(s.template_renders_tools && s.needs_special_tokens());
+    assert_eq!(s.call_id().len(), 9);
+    let s = Syntax::of_model(&FakeText("{% if tools %}<tool_call>{% endif %}"), "qwen");
+    assert_eq!(s.family, Family::Hermes);
+    assert_eq!(s.trigger, Trigger::Text(hermes::OPEN));
+    assert!(s.template_renders_tools && !s.needs_special_tokens());
+    // No tool syntax: Hermes taught by the system prompt.
+    let s = Syntax::of_model(&FakeText("<|im_start|>{{ m.content }}"), "SmolLM2");
+    assert_eq!(s, Syntax::fallback());
+    assert!(s.call_id().starts_with("call_"));
+}
