@@ -72,10 +72,15 @@ impl TextModel for ModelText {
         compiler.compile(&grammar)
     }
 
-    fn template_handles_tools(&self) -> bool {
-        self.template
-            .as_ref()
-            .is_some_and(|t| t.source().contains("tools"))
+    fn chat_template(&self) -> Option<&str> {
+        self.template.as_ref().map(ChatTemplate::source)
+    }
+
+    fn special_token_id(&self, text: &str) -> Option<u32> {
+        let id = self.tokenizer.token_to_id(text)?;
+        // A special token vanishes when special tokens are skipped.
+        let skipped = self.tokenizer.decode(&[id], true).ok()?;
+        skipped.is_empty().then_some(id)
     }
 
     fn render_chat_with_tools(

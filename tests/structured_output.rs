@@ -3,9 +3,12 @@
 //! model, streamed and whole; JSON schemas with n > 1 and logprobs; vLLM's
 //! `guided_*` / `structured_outputs`; 400s for bad schemas), and a property
 //! check: outputs under many generated JSON schemas all validate with
-//! Python's `jsonschema`, an independent validator; tools with `required`
-//! and a named function, whole and streamed (the SDK assembling the calls),
-//! a second turn with a `tool` message, and `auto`.
+//! Python's `jsonschema`, an independent validator; tools with `required`,
+//! a named function and `auto` (its opening made likely by `logit_bias`),
+//! whole and streamed (the SDK assembling the calls; per call `index`, `id`,
+//! `type` and name in its first delta, then the arguments in fragments), a
+//! text answer under `auto` as plain content, and a second turn with a
+//! `tool` message.
 
 mod common;
 

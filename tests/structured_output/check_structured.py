@@ -11,6 +11,7 @@ import random
 import re
 import sys
 import traceback
+import urllib.request
 
 import jsonschema
 from openai import OpenAI
@@ -284,6 +285,100 @@ def a_tool_result_goes_back_for_a_second_turn():
         assert auto.finish_reason == "tool_calls"
     else:
         assert "<tool_call>" not in (auto.message.content or "") or auto.finish_reason == "length", auto
+
+
+ROOT = BASE_URL.rsplit("/v1", 1)[0]
+
+
+def tokens_of(text):
+    """The default model's tokens for `text`, from the server's /tokenize."""
+    body = json.dumps({"model": MODEL, "prompt": text, "add_special_tokens": False}).encode()
+    req = urllib.request.Request(ROOT + "/tokenize", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)["tokens"]
+
+
+def streamed(**args):
+    """A streamed reply as the SDK's stream helper assembles it, and its raw tool-call deltas."""
+    deltas = []
+    with client.chat.completions.stream(**args) as stream:
+        for event in stream:
+            if event.type == "chunk" and event.chunk.choices:
+                deltas.extend(event.chunk.choices[0].delta.tool_calls or [])
+        final = stream.get_final_completion()
+    return final.choices[0], deltas
+
+
+def check_deltas_like_openai(deltas, calls):
+    """Per call: index, id, type and name in its first delta only, then arguments in order."""
+    by_index = {}
+    for d in deltas:
+        by_index.setdefault(d.index, []).append(d)
+    assert sorted(by_index) == list(range(len(calls))), (list(by_index), calls)
+    for i, call in enumerate(calls):
+        first, *rest = by_index[i]
+        assert first.id == call.id and first.type == "function" and first.function.name == call.function.name, first
+        assert all(d.id is None and d.type is None and d.function.name is None for d in rest), rest
+        assert "".join(d.function.arguments or "" for d in by_index[i]) == call.function.arguments
+
+
+# The call's opening in the syntax tessera teaches a model without one (SmolLM2's ChatML).
+OPENING = "<tool_call>"
+FEW_SHOT = [
+    {"role": "user", "content": "What is the weather in Rome?"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "get_weather", "arguments": json.dumps({"city": "Rome", "unit": "celsius"})}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 25}"},
+    {"role": "assistant", "content": "It is 25 degrees in Rome."},
+]
+
+
+@check
+def auto_calls_are_constrained_whole_and_streamed_in_fragments():
+    # The opening's tokens made likely (the model orders them as in the call
+    # it saw in the history); once it is written, the grammar holds the rest
+    # to a call with schema-valid arguments, whatever the bias favours.
+    bias = {str(t): 100 for t in tokens_of(OPENING)}
+    args = dict(model=MODEL, messages=FEW_SHOT + ASK_WEATHER, tools=[WEATHER, TIME], tool_choice="auto",
+                max_tokens=120, temperature=0, logit_bias=bias)
+    whole = client.chat.completions.create(**args).choices[0]
+    assert whole.finish_reason == "tool_calls", whole
+    assert whole.message.tool_calls, whole.message
+    for call in whole.message.tool_calls:
+        check_call(call)
+    assert OPENING not in (whole.message.content or ""), whole.message
+    choice, deltas = streamed(**args)
+    assert choice.finish_reason == "tool_calls", choice
+    calls = choice.message.tool_calls
+    assert [(c.function.name, c.function.arguments) for c in calls] == \
+        [(c.function.name, c.function.arguments) for c in whole.message.tool_calls], (calls, whole)
+    check_deltas_like_openai(deltas, calls)
+    fragments = [d.function.arguments for d in deltas if d.function.arguments]
+    assert len(fragments) > len(calls), f"arguments came whole: {fragments}"
+
+
+@check
+def a_text_answer_under_auto_is_plain_content():
+    # The opening's first token made impossible: the reply is text.
+    bias = {str(tokens_of(OPENING)[0]): -100}
+    args = dict(model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}],
+                tools=[WEATHER, TIME], tool_choice="auto", max_tokens=40, temperature=0, logit_bias=bias)
+    whole = client.chat.completions.create(**args).choices[0]
+    assert whole.message.tool_calls is None and whole.message.content, whole
+    assert whole.finish_reason in ("stop", "length"), whole
+    choice, deltas = streamed(**args)
+    assert deltas == [] and choice.message.tool_calls is None, (deltas, choice)
+    assert choice.message.content == whole.message.content, (choice.message.content, whole.message.content)
+
+
+@check
+def required_arguments_stream_in_fragments():
+    choice, deltas = streamed(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER], tool_choice="required",
+                              parallel_tool_calls=False, max_tokens=150, seed=3)
+    assert choice.finish_reason == "tool_calls", choice
+    check_deltas_like_openai(deltas, choice.message.tool_calls)
+    fragments = [d.function.arguments for d in deltas if d.function.arguments]
+    assert len(fragments) > 1, f"arguments came whole: {fragments}"
 
 
 @check

@@ -45,7 +45,7 @@ pub mod streams;
 mod structured;
 mod text;
 pub mod tls;
-mod tools;
+pub mod tools;
 mod tracker;
 
 pub use config::{ConfigError, Limits, RateLimitConfig, ServerConfig, DEFAULT_MAX_BODY_BYTES};

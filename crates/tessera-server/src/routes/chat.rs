@@ -61,16 +61,17 @@ pub async fn chat_completions(
     let limits = &state.config().limits;
 
     let messages = messages::normalize(&chat.messages)?;
-    let rendered = match &tools {
-        Some(t) if model.text.template_handles_tools() => {
-            model
-                .text
-                .render_chat_with_tools(&tools::template_messages(messages), true, &t.raw)
-        }
-        Some(t) => model
+    let syntax = tools
+        .as_ref()
+        .map(|_| tools::Syntax::of_model(&*model.text, &model.name));
+    let rendered = match (&tools, &syntax) {
+        (Some(t), Some(syntax)) if syntax.template_renders_tools => model
+            .text
+            .render_chat_with_tools(&tools::template_messages(messages), true, &t.raw),
+        (Some(t), _) => model
             .text
             .render_chat(&tools::messages_without_template_support(messages, t), true),
-        None => model
+        (None, _) => model
             .text
             .render_chat(&tools::template_messages(messages), true),
     };
@@ -99,13 +100,30 @@ pub async fn chat_completions(
             ))
         }
     };
-    let tool_constraint = tools.as_ref().and_then(tools::Tools::constraint);
+    let tool_constraint = tools
+        .as_ref()
+        .zip(syntax.as_ref())
+        .map(|(t, syntax)| t.constraint(syntax));
     if tool_constraint.is_some() && structured.is_some() {
         return Err(ApiError::invalid_param(
             "tool_choice",
-            "a required or named tool_choice cannot be combined with response_format or \
-             structured_outputs",
+            "tools (with a tool_choice other than 'none') cannot be combined with \
+             response_format or structured_outputs",
         ));
+    }
+    if syntax
+        .as_ref()
+        .is_some_and(tools::Syntax::needs_special_tokens)
+    {
+        // The calls open with a special token the parser must see.
+        if fields.skip_special_tokens == Some(true) {
+            return Err(ApiError::invalid_param(
+                "skip_special_tokens",
+                "this model's tool calls open with a special token, so skip_special_tokens \
+                 cannot be true with tools",
+            ));
+        }
+        params.skip_special_tokens = false;
     }
     if let Some(s) = structured.as_ref().or(tool_constraint.as_ref()) {
         params.constraint = Some(s.compile(&*model.text)?);
@@ -143,9 +161,9 @@ pub async fn chat_completions(
         };
         let n = outputs.num_choices();
         let stream = ChatStream {
-            tool_streams: tools
-                .is_some()
-                .then(|| (0..n).map(|_| ToolStream::default()).collect()),
+            tool_streams: syntax
+                .as_ref()
+                .map(|syntax| (syntax.clone(), (0..n).map(|_| syntax.stream()).collect())),
             outputs,
             header,
             text,
@@ -165,15 +183,17 @@ pub async fn chat_completions(
         .into_iter()
         .enumerate()
         .map(|(index, c)| {
-            let (content, calls) = match &tools {
-                Some(_) => tools::hermes::parse(&c.text),
+            let (content, calls) = match &syntax {
+                Some(syntax) => syntax.parse(&c.text),
                 None => (Some(c.text), Vec::new()),
             };
             let tool_calls = (!calls.is_empty()).then(|| {
                 calls
                     .into_iter()
                     .map(|call| ToolCall {
-                        id: new_id("call_"),
+                        id: syntax
+                            .as_ref()
+                            .map_or_else(|| new_id("call_"), |s| s.call_id()),
                         kind: "function",
                         function: FunctionCall {
                             name: call.name,
@@ -215,8 +235,8 @@ fn tool_finish(reason: Option<FinishReason>, called: bool) -> Option<&'static st
 /// The state of one streamed chat completion.
 struct ChatStream {
     outputs: Outputs,
-    /// Per choice, when the request has tools: the call parser.
-    tool_streams: Option<Vec<ToolStream>>,
+    /// When the request has tools: their syntax and, per choice, the call parser.
+    tool_streams: Option<(tools::Syntax, Vec<ToolStream>)>,
     header: Header,
     text: Arc<dyn TextModel>,
     include_usage: bool,
@@ -289,15 +309,18 @@ impl ChatStream {
         };
         let lps = visible_logprobs(&out);
         let mut events = Vec::new();
-        if let Some(parser) = self.tool_streams.as_mut().and_then(|p| p.get_mut(index)) {
-            let mut tool_events = parser.push(&out.text);
+        let tool_step = self.tool_streams.as_mut().and_then(|(syntax, parsers)| {
+            let parser = parsers.get_mut(index)?;
+            let mut events = parser.push(&out.text);
             if out.finish_reason.is_some() {
-                tool_events.extend(parser.finish());
+                events.extend(parser.finish());
             }
-            let called = parser.num_calls() > 0;
+            Some((syntax.clone(), events, parser.num_calls() > 0))
+        });
+        if let Some((syntax, tool_events, called)) = tool_step {
             let mut logprobs = self.want_logprobs.then(|| logprobs::chat(&*self.text, lps));
             for e in tool_events {
-                let delta = tool_delta(e);
+                let delta = tool_delta(e, &syntax);
                 events.push(self.chunk(vec![ChunkChoice {
                     index,
                     delta,
@@ -341,7 +364,7 @@ impl ChatStream {
 }
 
 /// A parsed piece of a reply with tools, as a chunk's delta.
-fn tool_delta(event: ToolEvent) -> Delta {
+fn tool_delta(event: ToolEvent, syntax: &tools::Syntax) -> Delta {
     let call = |d: ToolCallDelta| Delta {
         tool_calls: Some(vec![d]),
         ..Delta::default()
@@ -353,7 +376,7 @@ fn tool_delta(event: ToolEvent) -> Delta {
         },
         ToolEvent::Start { index, name } => call(ToolCallDelta {
             index,
-            id: Some(new_id("call_")),
+            id: Some(syntax.call_id()),
             kind: Some("function"),
             function: FunctionDelta {
                 name: Some(name),

@@ -1,13 +1,19 @@
 //! Tool calling on chat completions: `tools`, `tool_choice`,
 //! `parallel_tool_calls`. The tools go to the chat template (as transformers
-//! passes them), or, for a template that ignores them, into a system message
-//! that teaches the call syntax. `required` and a named function constrain
-//! generation to calls whose arguments match the function's schema; `auto`
-//! lets the model answer in text or call a tool. The model's text is then
-//! parsed back into `tool_calls` (see [`hermes`]).
+//! passes them), or, for a template without a tool syntax, into a system
+//! message that teaches the Hermes syntax. Generation is always constrained:
+//! `required` and a named function to calls whose arguments match the
+//! function's schema; `auto` to free text until the call's opening, then to
+//! such calls. The model's text is parsed back into `tool_calls` by the
+//! family's syntax ([`Syntax`]: [`hermes`], [`llama`], [`mistral`]).
 
+pub mod grammar;
 pub mod hermes;
+pub mod llama;
+pub mod mistral;
+mod scan;
 mod stream;
+mod syntax;
 
 #[cfg(test)]
 mod tests;
@@ -17,8 +23,11 @@ use serde_json::{json, Map, Value};
 use crate::error::ApiError;
 use crate::structured::{valid_name, Requested};
 use crate::text::GrammarSpec;
+use grammar::Mode;
 
-pub use stream::{ToolEvent, ToolStream};
+pub use scan::Frame;
+pub use stream::{ParsedCall, ToolEvent, ToolStream};
+pub use syntax::{Family, Syntax};
 
 /// One function the model may call.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,20 +186,24 @@ fn function(i: usize, tool: &Value) -> Result<Function, ApiError> {
 }
 
 impl Tools {
-    /// The constraint for `required` and a named function: one call (several
-    /// with `parallel_tool_calls`) whose arguments match the schema. `auto`
-    /// leaves the model free.
-    pub fn constraint(&self) -> Option<Requested> {
-        let functions: Vec<&Function> = match &self.choice {
-            Choice::Auto => return None,
-            Choice::Required => self.functions.iter().collect(),
-            Choice::Named(name) => self.functions.iter().filter(|f| &f.name == name).collect(),
+    /// The constraint in `syntax`: for `required` one call (several with
+    /// `parallel_tool_calls`) whose arguments match the function's schema,
+    /// for a named function one call to it, for `auto` free text that may
+    /// turn into such calls at the call's opening.
+    pub fn constraint(&self, syntax: &Syntax) -> Requested {
+        let (functions, mode, parallel): (Vec<&Function>, _, _) = match &self.choice {
+            Choice::Auto => (self.functions.iter().collect(), Mode::Auto, self.parallel),
+            Choice::Required => (self.functions.iter().collect(), Mode::Calls, self.parallel),
+            Choice::Named(name) => (
+                self.functions.iter().filter(|f| &f.name == name).collect(),
+                Mode::Calls,
+                false,
+            ),
         };
-        let lark = hermes::grammar(&functions, self.parallel && self.choice == Choice::Required);
-        Some(Requested {
-            grammar: GrammarSpec::Lark(lark),
+        Requested {
+            grammar: GrammarSpec::Lark(syntax.grammar(&functions, mode, parallel)),
             param: "tools".into(),
-        })
+        }
     }
 }
 

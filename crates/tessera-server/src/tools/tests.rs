@@ -1,6 +1,10 @@
+//! The request side of tools (reading `tools` / `tool_choice`, the fallback
+//! system prompt, the grammars' shape) and each family's parser on fixed
+//! texts: whole, streamed in pieces of every size, several calls, malformed.
+
 use serde_json::json;
 
-use super::hermes::{parse, ParsedCall};
+use super::grammar::{Mode, Trigger};
 use super::*;
 
 fn call(name: &str, arguments: &str) -> ParsedCall {
@@ -10,39 +14,22 @@ fn call(name: &str, arguments: &str) -> ParsedCall {
     }
 }
 
-#[test]
-fn whole_replies_split_into_text_and_calls() {
-    let one = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
-    assert_eq!(
-        parse(one),
-        (None, vec![call("get_weather", "{\"city\":\"Paris\"}")])
-    );
-    let two = format!("Let me check.\n{one}\n<tool_call>\n{{\"name\": \"time\", \"arguments\": {{}}}}\n</tool_call>");
-    assert_eq!(
-        parse(&two),
-        (
-            Some("Let me check.".into()),
-            vec![
-                call("get_weather", "{\"city\":\"Paris\"}"),
-                call("time", "{}")
-            ]
-        )
-    );
-    // Not a call: stays text.
-    let text = "Use <tool_call>like this</tool_call> and <tool_call> unfinished";
-    assert_eq!(parse(text), (Some(text.into()), vec![]));
-    // A close inside a string is part of the string.
-    let inside =
-        "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"s\": \"a</tool_call>b\"}}\n</tool_call>";
-    assert_eq!(
-        parse(inside),
-        (None, vec![call("f", "{\"s\":\"a</tool_call>b\"}")])
-    );
+fn syntax(family: Family) -> Syntax {
+    let opening = match family {
+        Family::Hermes => hermes::OPEN,
+        Family::Llama3 => llama::PYTHON_TAG,
+        Family::Mistral => mistral::TOOL_CALLS,
+    };
+    Syntax {
+        family,
+        trigger: Trigger::Text(opening),
+        template_renders_tools: true,
+    }
 }
 
 /// Feeds `text` in pieces of `size` bytes (on char boundaries).
-fn stream_in(text: &str, size: usize) -> Vec<ToolEvent> {
-    let mut s = ToolStream::default();
+fn stream_in(s: &Syntax, text: &str, size: usize) -> Vec<ToolEvent> {
+    let mut parser = s.stream();
     let mut events = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
@@ -50,71 +37,299 @@ fn stream_in(text: &str, size: usize) -> Vec<ToolEvent> {
         while !rest.is_char_boundary(cut) {
             cut += 1;
         }
-        events.extend(s.push(&rest[..cut]));
+        events.extend(parser.push(&rest[..cut]));
         rest = &rest[cut..];
     }
-    events.extend(s.finish());
+    events.extend(parser.finish());
     events
 }
 
-/// Content concatenated, and per call its name and arguments.
-fn assemble(events: &[ToolEvent]) -> (String, Vec<(String, String)>) {
+/// Content concatenated, and per call its name and arguments; checks the
+/// order OpenAI streams them in (a call's start before its arguments, calls
+/// in index order).
+fn assemble(events: &[ToolEvent]) -> (String, Vec<ParsedCall>) {
     let mut content = String::new();
-    let mut calls: Vec<(String, String)> = Vec::new();
+    let mut calls: Vec<ParsedCall> = Vec::new();
     for e in events {
         match e {
             ToolEvent::Content(t) => content.push_str(t),
             ToolEvent::Start { index, name } => {
                 assert_eq!(*index, calls.len(), "calls start in order");
-                calls.push((name.clone(), String::new()));
+                calls.push(call(name, ""));
             }
-            ToolEvent::Arguments { index, fragment } => calls[*index].1.push_str(fragment),
+            ToolEvent::Arguments { index, fragment } => {
+                assert_eq!(*index + 1, calls.len(), "arguments of the latest call");
+                calls[*index].arguments.push_str(fragment);
+            }
         }
     }
     (content, calls)
 }
 
+/// Every piece size gives the whole-text parse's calls, and the content
+/// (trimmed) the whole-text parse's content.
+fn streams_like_whole(s: &Syntax, text: &str) {
+    let (whole_content, whole_calls) = s.parse(text);
+    for size in 1..=text.len().min(40) {
+        let (content, calls) = assemble(&stream_in(s, text, size));
+        assert_eq!(calls, whole_calls, "size {size}: {text}");
+        let content = content.trim();
+        let expected = whole_content.as_deref().map_or("", str::trim);
+        assert_eq!(content, expected, "size {size}: {text}");
+    }
+}
+
+const ARGS_PARIS: &str = r#"{"city": "Paris", "unit": "celsius"}"#;
+
 #[test]
-fn streamed_pieces_of_any_size_give_the_same_calls() {
-    let text = "Sure: <tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": \"</tool_call>\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"b\", \"arguments\": {\"y\": \"é\"}}\n</tool_call>";
-    for size in [1, 2, 3, 7, 16, 1000] {
-        let (content, calls) = assemble(&stream_in(text, size));
-        assert_eq!(content, "Sure: ", "size {size}");
-        assert_eq!(
-            calls,
+fn hermes_replies_split_into_text_and_calls() {
+    let s = syntax(Family::Hermes);
+    let one = format!(
+        "<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {ARGS_PARIS}}}\n</tool_call>"
+    );
+    assert_eq!(s.parse(&one), (None, vec![call("get_weather", ARGS_PARIS)]));
+    let two = format!("Let me check.\n{one}\n<tool_call>\n{{\"name\": \"time\", \"arguments\": {{}}}}\n</tool_call>");
+    assert_eq!(
+        s.parse(&two),
+        (
+            Some("Let me check.".into()),
+            vec![call("get_weather", ARGS_PARIS), call("time", "{}")]
+        )
+    );
+    // A close inside a string is part of the string; arguments sent as a
+    // JSON string are that string's text.
+    let inside = "<tool_call>\n{\"arguments\": \"{\\\"s\\\": 1}\", \"name\": \"f\"}</tool_call> <tool_call>{\"name\": \"g\", \"arguments\": {\"s\": \"a</tool_call>b\"}}</tool_call>";
+    assert_eq!(
+        s.parse(inside),
+        (
+            None,
             vec![
-                ("a".into(), "{\"x\":\"</tool_call>\"}".into()),
-                ("b".into(), "{\"y\":\"é\"}".into())
-            ],
-            "size {size}"
-        );
+                call("f", "{\"s\": 1}"),
+                call("g", "{\"s\": \"a</tool_call>b\"}")
+            ]
+        )
+    );
+    for text in [one.as_str(), two.as_str(), inside] {
+        streams_like_whole(&s, text);
     }
 }
 
 #[test]
-fn a_partial_call_announces_its_name_before_it_closes() {
-    let mut s = ToolStream::default();
-    assert_eq!(s.push("<tool_"), vec![]);
-    assert_eq!(s.push("call>\n{\"name\": \"f"), vec![]);
+fn llama_replies_split_into_text_and_calls() {
+    let s = syntax(Family::Llama3);
+    let one = format!("{{\"name\": \"get_weather\", \"parameters\": {ARGS_PARIS}}}");
+    assert_eq!(s.parse(&one), (None, vec![call("get_weather", ARGS_PARIS)]));
+    let tagged = format!(
+        "<|python_tag|>{one}; {{\"name\": \"time\", \"parameters\": {{\"zone\": \"CET\"}}}}"
+    );
     assert_eq!(
-        s.push("oo\", \"argu"),
+        s.parse(&tagged),
+        (
+            None,
+            vec![
+                call("get_weather", ARGS_PARIS),
+                call("time", "{\"zone\": \"CET\"}")
+            ]
+        )
+    );
+    // Leading whitespace before a bare call; text after it is content.
+    let spaced = format!("\n {one}\nDone.");
+    assert_eq!(
+        s.parse(&spaced),
+        (Some("Done.".into()), vec![call("get_weather", ARGS_PARIS)])
+    );
+    // A reply that starts with text is text, braces and all.
+    let text = "It is {\"name\": \"x\"} in JSON.";
+    assert_eq!(s.parse(text), (Some(text.into()), vec![]));
+    for text in [one.as_str(), tagged.as_str(), spaced.as_str(), text] {
+        streams_like_whole(&s, text);
+    }
+}
+
+#[test]
+fn mistral_replies_split_into_text_and_calls() {
+    let s = syntax(Family::Mistral);
+    let two = format!("[TOOL_CALLS] [{{\"name\": \"get_weather\", \"arguments\": {ARGS_PARIS}, \"id\": \"abcDEF123\"}}, {{\"name\": \"time\", \"arguments\": {{}}}}]");
+    assert_eq!(
+        s.parse(&two),
+        (
+            None,
+            vec![call("get_weather", ARGS_PARIS), call("time", "{}")]
+        )
+    );
+    let after_text =
+        "Checking.[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"a\": [1, {\"b\": null}]}}]";
+    assert_eq!(
+        s.parse(after_text),
+        (
+            Some("Checking.".into()),
+            vec![call("f", "{\"a\": [1, {\"b\": null}]}")]
+        )
+    );
+    for text in [two.as_str(), after_text] {
+        streams_like_whole(&s, text);
+    }
+    assert_eq!(mistral::call_id().len(), 9);
+    assert!(mistral::call_id()
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric()));
+}
+
+/// (family, text, whether the text goes wrong only after a complete name:
+/// a streamed name cannot be taken back, so there only the whole reply
+/// stays text).
+const MALFORMED: &[(Family, &str, bool)] = &[
+    (
+        Family::Hermes,
+        "Use <tool_call>like this</tool_call> and <tool_call> unfinished",
+        false,
+    ),
+    (
+        Family::Hermes,
+        "<tool_call>{\"name\": 3, \"arguments\": {}}</tool_call>",
+        false,
+    ),
+    (
+        Family::Hermes,
+        "<tool_call>{\"arguments\": {}}</tool_call>",
+        false,
+    ),
+    (
+        Family::Hermes,
+        "<tool_call>{\"name\": \"f\", \"arguments\": {]}</tool_call>",
+        true,
+    ),
+    (
+        Family::Hermes,
+        "<tool_call>{\"name\": \"f\"} trailing",
+        true,
+    ),
+    (
+        Family::Hermes,
+        "<tool_call>{\"name\": \"f\\u00e9\u{7}",
+        false,
+    ),
+    (Family::Llama3, "{not json at all", false),
+    (
+        Family::Llama3,
+        "{\"name\": \"f\", \"parameters\": 12}",
+        true,
+    ),
+    (Family::Mistral, "[TOOL_CALLS] {\"name\": \"f\"}", false),
+    (
+        Family::Mistral,
+        "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}} {\"x\"]",
+        true,
+    ),
+    (Family::Mistral, "[TOOL_CALLS", false),
+];
+
+#[test]
+fn malformed_calls_stay_text_and_never_panic() {
+    for &(family, text, late) in MALFORMED {
+        let s = syntax(family);
+        let (content, calls) = s.parse(text);
+        assert!(calls.is_empty(), "{family:?}: {text} gave {calls:?}");
+        assert_eq!(content.as_deref(), Some(text), "{family:?}");
+        for size in 1..=text.len() {
+            let (content, calls) = assemble(&stream_in(&s, text, size));
+            if !late {
+                assert!(calls.is_empty(), "{family:?} size {size}: {text}");
+                assert_eq!(content, text, "{family:?} size {size}");
+            }
+        }
+    }
+}
+
+#[test]
+fn arguments_stream_out_in_pieces_as_they_arrive() {
+    let s = syntax(Family::Hermes);
+    let mut p = s.stream();
+    assert_eq!(p.push("<tool_"), vec![]);
+    assert_eq!(p.push("call>\n{\"name\": \"f"), vec![]);
+    assert_eq!(
+        p.push("oo\", \"argu"),
         vec![ToolEvent::Start {
             index: 0,
             name: "foo".into()
         }]
     );
-    assert_eq!(s.push("ments\": {}}"), vec![]);
-    assert_eq!(
-        s.push("\n</tool_call>"),
+    assert_eq!(p.push("ments\": "), vec![]);
+    let piece = |fragment: &str| {
         vec![ToolEvent::Arguments {
             index: 0,
-            fragment: "{}".into()
+            fragment: fragment.into(),
         }]
-    );
+    };
+    assert_eq!(p.push("{\"city\": \"Par"), piece("{\"city\": \"Par"));
+    assert_eq!(p.push("is\"}"), piece("is\"}"));
+    assert_eq!(p.push("}\n</tool_call>"), vec![]);
+    assert_eq!(p.finish(), vec![]);
     // Text that only looked like a call's start goes out at the end.
-    let mut s = ToolStream::default();
-    assert_eq!(s.push("a <tool"), vec![ToolEvent::Content("a ".into())]);
-    assert_eq!(s.finish(), vec![ToolEvent::Content("<tool".into())]);
+    let mut p = s.stream();
+    assert_eq!(p.push("a <tool"), vec![ToolEvent::Content("a ".into())]);
+    assert_eq!(p.finish(), vec![ToolEvent::Content("<tool".into())]);
+}
+
+#[test]
+fn families_are_told_from_their_templates() {
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/templates/"
+    );
+    let read = |name: &str| std::fs::read_to_string(format!("{fixtures}{name}")).expect(name);
+    assert_eq!(
+        Family::detect(&read("qwen2.5-instruct.jinja"), "qwen"),
+        Some(Family::Hermes)
+    );
+    assert_eq!(
+        Family::detect(&read("mistral-7b-instruct-v0.3.jinja"), "m"),
+        Some(Family::Mistral)
+    );
+    // Llama 3 (not 3.1) has no tools: tessera's fallback.
+    assert_eq!(
+        Family::detect(&read("llama3-instruct.jinja"), "llama-3-8b"),
+        None
+    );
+    let chatml = "{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}";
+    assert_eq!(Family::detect(chatml, "SmolLM2"), None);
+    let with_tools = "{% if tools %}{{ tools | tojson }}{% endif %}";
+    assert_eq!(
+        Family::detect(with_tools, "Mistral-Nemo"),
+        Some(Family::Mistral)
+    );
+    assert_eq!(Family::detect(with_tools, "unknown"), None);
+}
+
+#[test]
+fn grammars_follow_the_family_and_the_choice() {
+    let f = Function {
+        name: "get_weather".into(),
+        description: None,
+        parameters: json!({"type": "object"}),
+    };
+    let fs = [&f];
+    let hermes = syntax(Family::Hermes).grammar(&fs, Mode::Auto, true);
+    assert!(
+        hermes.starts_with("start: TEXT | opened rest\nopened[lazy]: TEXT \"<tool_call>\"\n"),
+        "{hermes}"
+    );
+    assert!(hermes.contains("(\"\\n\" \"<tool_call>\""), "{hermes}");
+    let mistral = Syntax {
+        trigger: Trigger::Token(5),
+        ..syntax(Family::Mistral)
+    };
+    let g = mistral.grammar(&fs, Mode::Calls, false);
+    assert!(
+        g.starts_with("start: <[5]> rest\nrest: \" \" list\n"),
+        "{g}"
+    );
+    assert!(g.contains("\"maxItems\":1"), "{g}");
+    let g = mistral.grammar(&fs, Mode::Auto, false);
+    assert!(g.starts_with("start: TEXT | TEXT? <[5]> rest\n"), "{g}");
+    let llama = syntax(Family::Llama3).grammar(&fs, Mode::Auto, true);
+    assert!(llama.starts_with("start: PLAIN | calls\n"), "{llama}");
+    assert!(llama.contains("\"parameters\""), "{llama}");
 }
 
 fn body(v: serde_json::Value) -> Map<String, Value> {
@@ -131,16 +346,20 @@ fn tool_requests_are_read_and_checked() {
     assert!(b.is_empty());
     assert_eq!(t.choice, Choice::Required);
     assert!(!t.parallel);
-    let Some(Requested {
+    let Requested {
         grammar: GrammarSpec::Lark(lark),
         param,
-    }) = t.constraint()
+    } = t.constraint(&Syntax::fallback())
     else {
         panic!("a grammar")
     };
     assert_eq!(param, "tools");
     assert!(lark.contains("\"const\":\"get_weather\""), "{lark}");
-    assert!(lark.starts_with("start: call\n"), "{lark}");
+    assert!(lark.starts_with("start: \"<tool_call>\" rest\n"), "{lark}");
+    assert!(
+        !lark.contains(")*"),
+        "one call without parallel_tool_calls: {lark}"
+    );
 
     let mut b = body(json!({"tools": [weather], "tool_choice": "none"}));
     assert_eq!(take(&mut b).expect("ok"), None);
@@ -198,4 +417,46 @@ fn a_template_without_tools_gets_them_in_a_system_message() {
         "<tool_response>\nsunny\n</tool_response>"
     );
     assert!(out[3].get("tool_call_id").is_none());
+}
+
+/// A vocabulary where `[TOOL_CALLS]` is special token 5, with a template.
+struct FakeText(&'static str);
+
+impl crate::text::TextModel for FakeText {
+    fn encode(&self, _: &str, _: bool) -> Result<Vec<u32>, String> {
+        Ok(Vec::new())
+    }
+
+    fn decode(&self, _: &[u32], _: bool) -> Result<String, String> {
+        Ok(String::new())
+    }
+
+    fn render_chat(&self, _: &[Value], _: bool) -> Result<String, String> {
+        Ok(String::new())
+    }
+
+    fn chat_template(&self) -> Option<&str> {
+        Some(self.0)
+    }
+
+    fn special_token_id(&self, text: &str) -> Option<u32> {
+        (text == mistral::TOOL_CALLS).then_some(5)
+    }
+}
+
+#[test]
+fn a_models_syntax_takes_its_opening_from_the_vocabulary() {
+    let s = Syntax::of_model(&FakeText("{{ '[TOOL_CALLS] [' }}{{ tools }}"), "m");
+    assert_eq!(s.family, Family::Mistral);
+    assert_eq!(s.trigger, Trigger::Token(5));
+    assert!(s.template_renders_tools && s.needs_special_tokens());
+    assert_eq!(s.call_id().len(), 9);
+    let s = Syntax::of_model(&FakeText("{% if tools %}<tool_call>{% endif %}"), "qwen");
+    assert_eq!(s.family, Family::Hermes);
+    assert_eq!(s.trigger, Trigger::Text(hermes::OPEN));
+    assert!(s.template_renders_tools && !s.needs_special_tokens());
+    // No tool syntax: Hermes taught by the system prompt.
+    let s = Syntax::of_model(&FakeText("<|im_start|>{{ m.content }}"), "SmolLM2");
+    assert_eq!(s, Syntax::fallback());
+    assert!(s.call_id().starts_with("call_"));
 }
