@@ -20,7 +20,7 @@ use tessera_engine::sampling::SamplingParams;
 use tessera_engine::TokenDecoder;
 use tessera_model::backend::cpu::CpuBackend;
 use tessera_model::backend::KvCacheDtype;
-use tessera_model::loader::{load_llama, ModelSource};
+use tessera_model::loader::{load_model, ModelSource};
 use tessera_model::runner::{CacheConfig, ModelRunner};
 
 const WINDOW: usize = 8;
@@ -95,7 +95,7 @@ fn engine_greedy(
 ) -> (Vec<(Vec<u32>, Usage)>, u64) {
     let backend = CpuBackend::new();
     let source = ModelSource::detect(dir).expect("model source");
-    let model = load_llama(&backend, &source, None).expect("model loads");
+    let model = load_model(&backend, &source, None).expect("model loads");
     let runner = ModelRunner::new(
         backend,
         model,
