@@ -104,6 +104,7 @@ fn syntax(family: Family, trigger: Trigger) -> Syntax {
     Syntax {
         family,
         trigger,
+        args: None,
         template_renders_tools: true,
     }
 }
@@ -240,4 +241,55 @@ fn a_special_token_opens_the_calls() {
         &[&call, "Hello."],
         &["<|im_start|>{\"name\": \"x\"}"],
     );
+}
+
+#[test]
+fn mistral_v11_calls_are_a_name_then_its_arguments() {
+    let v = vocab();
+    let mut s = syntax(Family::MistralV11, Trigger::Text("[TOOL_CALLS]"));
+    s.args = Some(Trigger::Text("[ARGS]"));
+    let call = format!("[TOOL_CALLS]get_weather[ARGS]{PARIS}");
+    let two = format!("{call}[TOOL_CALLS]get_time[ARGS]{{\"zone\": \"UTC\"}}");
+    check(
+        &v,
+        &s,
+        Mode::Auto,
+        true,
+        &[
+            "No call: get_weather[ARGS] is text.",
+            &call,
+            &two,
+            &format!("Checking.{two}"),
+        ],
+        &[
+            "[TOOL_CALLS]rm_rf[ARGS]{}",
+            "[TOOL_CALLS]get_weather {\"city\": \"Paris\"}",
+            "[TOOL_CALLS]get_weather[ARGS]{\"zone\": \"UTC\"}",
+            "[TOOL_CALLS]get_time[ARGS]{\"zone\": \"UTC\"} and text",
+            "[TOOL_CALLS]get_time[CALL_ID]abcDEF123[ARGS]{\"zone\": \"UTC\"}",
+        ],
+    );
+    check(&v, &s, Mode::Calls, false, &[&call], &[&two, "Sunny."]);
+    // Both markers as special tokens (SmolLM2's stand in for Mistral's):
+    // written as text they are text, not a call.
+    let id = |t: &str| v.text.special_token_id(t).expect("a special token");
+    let s = Syntax {
+        trigger: Trigger::Token(id("<|im_start|>")),
+        args: Some(Trigger::Token(id("<file_sep>"))),
+        ..s
+    };
+    let call = format!("<|im_start|>get_weather<file_sep>{PARIS}");
+    let two = format!("{call}<|im_start|>get_time<file_sep>{{\"zone\": \"CET\"}}");
+    check(
+        &v,
+        &s,
+        Mode::Auto,
+        true,
+        &["[TOOL_CALLS]get_weather[ARGS]{} is text", &call, &two],
+        &[
+            "<|im_start|>get_weather[ARGS]{\"city\": \"Paris\"}",
+            "<|im_start|>get_time<file_sep>{\"city\": \"Paris\"}",
+        ],
+    );
+    check(&v, &s, Mode::Calls, true, &[&call, &two], &["Hello"]);
 }

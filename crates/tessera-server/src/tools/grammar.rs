@@ -61,6 +61,15 @@ pub fn list_rule(functions: &[&Function], args_key: &str, parallel: bool) -> Str
     format!("list: %json {schema}\n")
 }
 
+/// The rule `rule`: one JSON value to `schema`, in the calls' layout.
+pub fn json_rule(rule: &str, schema: &Value) -> String {
+    let mut schema = schema.clone();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("x-guidance".into(), layout());
+    }
+    format!("{rule}: %json {schema}\n")
+}
+
 /// One JSON schema per function: its name, and arguments to its schema.
 fn call_variants(functions: &[&Function], args_key: &str) -> Vec<Value> {
     functions

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::grammar::{body_rule, start_rule, Mode, Trigger};
-use super::scan::Frame;
+use super::scan::{CallForm, Frame};
 use super::Function;
 
 /// Opens a call.
@@ -20,6 +20,7 @@ pub const FRAME: Frame = Frame {
     open: "",
     sep: "",
     close: CLOSE,
+    call: CallForm::Json,
 };
 /// Wraps a tool's result in the fallback prompt.
 pub const RESPONSE_OPEN: &str = "<tool_response>";

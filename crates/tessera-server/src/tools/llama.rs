@@ -3,7 +3,7 @@
 //! `<|python_tag|>` token; several calls are separated by `; `.
 
 use super::grammar::{body_rule, lark_str, Mode, Trigger};
-use super::scan::Frame;
+use super::scan::{CallForm, Frame};
 use super::Function;
 
 /// The special token that may open a call.
@@ -17,6 +17,7 @@ pub const FRAME: Frame = Frame {
     open: "",
     sep: ";",
     close: "",
+    call: CallForm::Json,
 };
 
 /// The Lark grammar for calls to `functions`. Under [`Mode::Auto`] a text

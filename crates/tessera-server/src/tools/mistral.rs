@@ -6,7 +6,7 @@
 use rand::Rng;
 
 use super::grammar::{list_rule, start_rule, Mode, Trigger};
-use super::scan::Frame;
+use super::scan::{CallForm, Frame};
 use super::Function;
 
 /// Opens the calls.
@@ -19,6 +19,7 @@ pub const FRAME: Frame = Frame {
     open: "[",
     sep: ",",
     close: "]",
+    call: CallForm::Json,
 };
 
 /// The Lark grammar for calls to `functions`: the list holds one call, or

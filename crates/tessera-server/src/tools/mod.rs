@@ -5,12 +5,14 @@
 //! `required` and a named function to calls whose arguments match the
 //! function's schema; `auto` to free text until the call's opening, then to
 //! such calls. The model's text is parsed back into `tool_calls` by the
-//! family's syntax ([`Syntax`]: [`hermes`], [`llama`], [`mistral`]).
+//! family's syntax ([`Syntax`]: [`hermes`], [`llama`], [`mistral`],
+//! [`mistral_v11`]).
 
 pub mod grammar;
 pub mod hermes;
 pub mod llama;
 pub mod mistral;
+pub mod mistral_v11;
 mod scan;
 mod stream;
 mod syntax;

@@ -18,6 +18,22 @@ pub struct Frame {
     pub sep: &'static str,
     /// Text that ends a block; empty when a block ends with its last call.
     pub close: &'static str,
+    /// How each call is written.
+    pub call: CallForm,
+}
+
+/// How one call is written inside its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallForm {
+    /// A JSON object `{"name": ..., "arguments": {...}}`.
+    Json,
+    /// The bare name, then `args` and the arguments' JSON object, with an
+    /// optional `call_id` and id between them (Mistral's v11 form,
+    /// `get_weather[ARGS]{...}`).
+    Named {
+        args: &'static str,
+        call_id: &'static str,
+    },
 }
 
 /// One call, as far as the text goes.
@@ -66,7 +82,11 @@ pub fn scan_block(body: &str, frame: &Frame) -> BlockScan {
         if p == body.len() {
             return done(calls, BlockEnd::Open);
         }
-        let (call, end) = match scan_call(&body[p..]) {
+        let scanned = match frame.call {
+            CallForm::Json => scan_call(&body[p..]),
+            CallForm::Named { args, call_id } => scan_named(&body[p..], args, call_id),
+        };
+        let (call, end) = match scanned {
             Call::Invalid => return done(calls, BlockEnd::Invalid(valid_to)),
             Call::Partial(call) => {
                 calls.push(call);
@@ -218,6 +238,65 @@ fn scan_call(s: &str) -> Call {
             }
             Some(_) => return Call::Invalid,
         }
+    }
+}
+
+/// Reads `name[ARGS]{...}` (or `name[CALL_ID]id[ARGS]{...}`) from the
+/// start of `s`. The name counts as complete once the marker after it is.
+fn scan_named(s: &str, args: &str, call_id: &str) -> Call {
+    let word = |from: usize| {
+        s[from..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(s.len(), |i| from + i)
+    };
+    let name_end = word(0);
+    let rest = &s[name_end..];
+    if rest.is_empty() || args.starts_with(rest) || call_id.starts_with(rest) {
+        return if name_end == 0 && !rest.is_empty() {
+            Call::Invalid
+        } else {
+            Call::Partial(CallSoFar::default())
+        };
+    }
+    if name_end == 0 {
+        return Call::Invalid;
+    }
+    let mut call = CallSoFar {
+        name: Some(s[..name_end].to_string()),
+        ..CallSoFar::default()
+    };
+    let mut p = name_end;
+    if rest.starts_with(call_id) {
+        p = word(p + call_id.len());
+        match literal(&s[p..], args) {
+            Lit::Yes => {}
+            Lit::Partial => return Call::Partial(call),
+            Lit::No => return Call::Invalid,
+        }
+    } else if !rest.starts_with(args) {
+        return Call::Invalid;
+    }
+    p += args.len();
+    if p == s.len() {
+        return Call::Partial(call);
+    }
+    if s.as_bytes()[p] != b'{' {
+        return Call::Invalid;
+    }
+    match scan_value(s, p) {
+        Value::Complete(end) => {
+            if serde_json::from_str::<serde_json::Value>(&s[p..end]).is_err() {
+                return Call::Invalid;
+            }
+            call.arguments = s[p..end].to_string();
+            call.complete = true;
+            Call::Complete(call, end)
+        }
+        Value::Partial => {
+            call.arguments = s[p..].to_string();
+            Call::Partial(call)
+        }
+        Value::Invalid => Call::Invalid,
     }
 }
 

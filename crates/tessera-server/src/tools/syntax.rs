@@ -5,7 +5,7 @@
 use super::grammar::{Mode, Trigger};
 use super::scan::Frame;
 use super::stream::{parse, ParsedCall, ToolStream};
-use super::{hermes, llama, mistral, Function};
+use super::{hermes, llama, mistral, mistral_v11, Function};
 use crate::ids::new_id;
 use crate::text::TextModel;
 
@@ -18,8 +18,11 @@ pub enum Family {
     /// Llama 3.1 / 3.2: bare JSON with `parameters`, optionally after
     /// `<|python_tag|>`.
     Llama3,
-    /// Mistral: `[TOOL_CALLS] [{...}, ...]`.
+    /// Mistral v0.3: `[TOOL_CALLS] [{...}, ...]`.
     Mistral,
+    /// Mistral's v11+ templates (Small 3.2, Magistral, Devstral):
+    /// `[TOOL_CALLS]name[ARGS]{...}` per call.
+    MistralV11,
 }
 
 impl Family {
@@ -27,6 +30,9 @@ impl Family {
     /// call's opening text in the template decides; a template that renders
     /// tools without one is told by the model's name.
     pub fn detect(template: &str, model_name: &str) -> Option<Family> {
+        if mistral_v11::template_uses(template) {
+            return Some(Family::MistralV11);
+        }
         if template.contains(mistral::TOOL_CALLS) {
             return Some(Family::Mistral);
         }
@@ -58,6 +64,7 @@ impl Family {
             Family::Hermes => hermes::FRAME,
             Family::Llama3 => llama::FRAME,
             Family::Mistral => mistral::FRAME,
+            Family::MistralV11 => mistral_v11::FRAME,
         }
     }
 }
@@ -69,6 +76,9 @@ impl Family {
 pub struct Syntax {
     pub family: Family,
     pub trigger: Trigger,
+    /// How `[ARGS]` is written, for [`Family::MistralV11`] (`None` for the
+    /// others).
+    pub args: Option<Trigger>,
     pub template_renders_tools: bool,
 }
 
@@ -80,13 +90,14 @@ impl Syntax {
             .and_then(|t| Family::detect(t, model_name));
         let family = detected.unwrap_or(Family::Hermes);
         let opening = family.frame().trigger;
-        let trigger = match text.special_token_id(opening) {
+        let token_or_text = |marker: &'static str| match text.special_token_id(marker) {
             Some(id) => Trigger::Token(id),
-            None => Trigger::Text(opening),
+            None => Trigger::Text(marker),
         };
         Syntax {
             family,
-            trigger,
+            trigger: token_or_text(opening),
+            args: (family == Family::MistralV11).then(|| token_or_text(mistral_v11::ARGS)),
             template_renders_tools: detected.is_some(),
         }
     }
@@ -96,6 +107,7 @@ impl Syntax {
         Syntax {
             family: Family::Hermes,
             trigger: Trigger::Text(hermes::OPEN),
+            args: None,
             template_renders_tools: false,
         }
     }
@@ -103,7 +115,7 @@ impl Syntax {
     /// Whether the calls open with a special token, which the detokenizer
     /// must then keep in the text for the parser to see.
     pub fn needs_special_tokens(&self) -> bool {
-        matches!(self.trigger, Trigger::Token(_))
+        matches!(self.trigger, Trigger::Token(_)) || matches!(self.args, Some(Trigger::Token(_)))
     }
 
     /// The Lark grammar for calls to `functions`.
@@ -111,6 +123,13 @@ impl Syntax {
         match self.family {
             Family::Hermes => hermes::grammar(functions, mode, parallel, &self.trigger),
             Family::Mistral => mistral::grammar(functions, mode, parallel, &self.trigger),
+            Family::MistralV11 => {
+                let args = self
+                    .args
+                    .clone()
+                    .unwrap_or(Trigger::Text(mistral_v11::ARGS));
+                mistral_v11::grammar(functions, mode, parallel, &self.trigger, &args)
+            }
             Family::Llama3 => {
                 let tag = matches!(self.trigger, Trigger::Token(_)).then_some(&self.trigger);
                 llama::grammar(functions, mode, parallel, tag)
@@ -131,7 +150,7 @@ impl Syntax {
     /// A new call id, in the form the family's template accepts.
     pub fn call_id(&self) -> String {
         match self.family {
-            Family::Mistral => mistral::call_id(),
+            Family::Mistral | Family::MistralV11 => mistral::call_id(),
             _ => new_id("call_"),
         }
     }

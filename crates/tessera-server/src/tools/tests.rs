@@ -18,11 +18,12 @@ fn syntax(family: Family) -> Syntax {
     let opening = match family {
         Family::Hermes => hermes::OPEN,
         Family::Llama3 => llama::PYTHON_TAG,
-        Family::Mistral => mistral::TOOL_CALLS,
+        Family::Mistral | Family::MistralV11 => mistral::TOOL_CALLS,
     };
     Syntax {
         family,
         trigger: Trigger::Text(opening),
+        args: (family == Family::MistralV11).then_some(Trigger::Text(mistral_v11::ARGS)),
         template_renders_tools: true,
     }
 }
@@ -175,6 +176,64 @@ fn mistral_replies_split_into_text_and_calls() {
         .all(|c| c.is_ascii_alphanumeric()));
 }
 
+#[test]
+fn mistral_v11_replies_split_into_text_and_calls() {
+    let s = syntax(Family::MistralV11);
+    let two = format!("[TOOL_CALLS]get_weather[ARGS]{ARGS_PARIS}[TOOL_CALLS]time[ARGS]{{}}");
+    assert_eq!(
+        s.parse(&two),
+        (
+            None,
+            vec![call("get_weather", ARGS_PARIS), call("time", "{}")]
+        )
+    );
+    // A past call's id, as some templates write it, is read past.
+    let with_id = "Checking.[TOOL_CALLS]f[CALL_ID]abcDEF123[ARGS]{\"a\": [1, {\"b\": \"}\"}]}";
+    assert_eq!(
+        s.parse(with_id),
+        (
+            Some("Checking.".into()),
+            vec![call("f", "{\"a\": [1, {\"b\": \"}\"}]}")]
+        )
+    );
+    let then_text = "[TOOL_CALLS]f-2[ARGS]{\"x\": 1} done";
+    assert_eq!(
+        s.parse(then_text),
+        (Some("done".into()), vec![call("f-2", "{\"x\": 1}")])
+    );
+    for text in [two.as_str(), with_id, then_text] {
+        streams_like_whole(&s, text);
+    }
+    // The name goes out as soon as `[ARGS]` ends it, the arguments after.
+    let mut p = s.stream();
+    assert_eq!(
+        p.push("Hm [TOOL_CALLS]get_w"),
+        vec![ToolEvent::Content("Hm ".into())]
+    );
+    assert_eq!(p.push("eather[AR"), vec![]);
+    assert_eq!(
+        p.push("GS]{\"city\": "),
+        vec![
+            ToolEvent::Start {
+                index: 0,
+                name: "get_weather".into()
+            },
+            ToolEvent::Arguments {
+                index: 0,
+                fragment: "{\"city\": ".into()
+            }
+        ]
+    );
+    assert_eq!(
+        p.push("\"Paris\"}"),
+        vec![ToolEvent::Arguments {
+            index: 0,
+            fragment: "\"Paris\"}".into()
+        }]
+    );
+    assert_eq!(p.finish(), vec![]);
+}
+
 /// (family, text, whether the text goes wrong only after a complete name:
 /// a streamed name cannot be taken back, so there only the whole reply
 /// stays text).
@@ -222,6 +281,16 @@ const MALFORMED: &[(Family, &str, bool)] = &[
         true,
     ),
     (Family::Mistral, "[TOOL_CALLS", false),
+    (Family::MistralV11, "[TOOL_CALLS]get weather[ARGS]{}", false),
+    (Family::MistralV11, "[TOOL_CALLS][ARGS]{}", false),
+    (Family::MistralV11, "[TOOL_CALLS]f[ARGS] [1]", true),
+    (Family::MistralV11, "[TOOL_CALLS]f[ARGS]{\"a\": }", true),
+    (
+        Family::MistralV11,
+        "[TOOL_CALLS]f[CALL_ID]x y[ARGS]{}",
+        true,
+    ),
+    (Family::MistralV11, "[TOOL_CALLS]get_weath", false),
 ];
 
 #[test]
@@ -286,6 +355,14 @@ fn families_are_told_from_their_templates() {
         Family::detect(&read("mistral-7b-instruct-v0.3.jinja"), "m"),
         Some(Family::Mistral)
     );
+    // The v11+ templates write `[TOOL_CALLS]` + name + `[ARGS]` (some with
+    // `[CALL_ID]` + id between): the newer form, whatever the model's name.
+    let v11 = "{%- for tool in message['tool_calls'] %}{{- '[TOOL_CALLS]' + \
+               tool['function']['name'] + '[ARGS]' + arguments }}{%- endfor %}";
+    assert_eq!(Family::detect(v11, "mistral"), Some(Family::MistralV11));
+    let v11_id = "{{- '[TOOL_CALLS]' + tool_call.function.name }}{{- '[CALL_ID]' + \
+                  tool_call.id }}{{- '[ARGS]' + tool_call['function']['arguments']|tojson }}";
+    assert_eq!(Family::detect(v11_id, "m"), Some(Family::MistralV11));
     // Llama 3 (not 3.1) has no tools: tessera's fallback.
     assert_eq!(
         Family::detect(&read("llama3-instruct.jinja"), "llama-3-8b"),
@@ -419,7 +496,8 @@ fn a_template_without_tools_gets_them_in_a_system_message() {
     assert!(out[3].get("tool_call_id").is_none());
 }
 
-/// A vocabulary where `[TOOL_CALLS]` is special token 5, with a template.
+/// A vocabulary where `[TOOL_CALLS]` and `[ARGS]` are special tokens 5
+/// and 6, with a template.
 struct FakeText(&'static str);
 
 impl crate::text::TextModel for FakeText {
@@ -440,7 +518,11 @@ impl crate::text::TextModel for FakeText {
     }
 
     fn special_token_id(&self, text: &str) -> Option<u32> {
-        (text == mistral::TOOL_CALLS).then_some(5)
+        match text {
+            mistral::TOOL_CALLS => Some(5),
+            mistral_v11::ARGS => Some(6),
+            _ => None,
+        }
     }
 }
 
@@ -450,6 +532,31 @@ fn a_models_syntax_takes_its_opening_from_the_vocabulary() {
     assert_eq!(s.family, Family::Mistral);
     assert_eq!(s.trigger, Trigger::Token(5));
     assert!(s.template_renders_tools && s.needs_special_tokens());
+    assert_eq!(s.call_id().len(), 9);
+    assert_eq!(s.args, None);
+    let s = Syntax::of_model(&FakeText("{{ '[TOOL_CALLS]' + name + '[ARGS]' }}"), "m");
+    assert_eq!(s.family, Family::MistralV11);
+    assert_eq!(
+        (s.trigger.clone(), s.args.clone()),
+        (Trigger::Token(5), Some(Trigger::Token(6)))
+    );
+    let g = s.grammar(
+        &[&Function {
+            name: "f".into(),
+            description: None,
+            parameters: json!({"type": "object"}),
+        }],
+        Mode::Calls,
+        true,
+    );
+    assert!(
+        g.starts_with("start: <[5]> rest\nrest: call (<[5]> call)*\n"),
+        "{g}"
+    );
+    assert!(
+        g.contains("call0: \"f\" <[6]> args0\nargs0: %json {"),
+        "{g}"
+    );
     assert_eq!(s.call_id().len(), 9);
     let s = Syntax::of_model(&FakeText("{% if tools %}<tool_call>{% endif %}"), "qwen");
     assert_eq!(s.family, Family::Hermes);
