@@ -289,7 +289,10 @@ mod tests {
     #[test]
     fn kv_blocks_may_be_freed_only_when_every_layer_slides() {
         assert_eq!(sliding(SlidingLayers::All).uniform_window(), Some(8));
-        assert_eq!(sliding(SlidingLayers::GlobalEvery(2)).uniform_window(), None);
+        assert_eq!(
+            sliding(SlidingLayers::GlobalEvery(2)).uniform_window(),
+            None
+        );
         let per_layer = SlidingLayers::PerLayer(vec![true, true, false, true]);
         assert_eq!(sliding(per_layer).uniform_window(), None);
         let mut none = sliding(SlidingLayers::All);
