@@ -259,8 +259,7 @@ fn batch_work_sits_out_every_other_step_at_most() {
 fn batch_work_progresses_while_interactive_prompts_keep_arriving() {
     let mut s = hybrid(64, 16);
     s.add(seq(1, Priority::Batch, vec![1; 30]));
-    let mut next = 100;
-    for _ in 0..20 {
+    for next in 100..120 {
         // A new interactive prompt every step, each finished at once.
         s.add(seq(next, Priority::Interactive, vec![9; 5]));
         let plan = s.schedule();
@@ -270,7 +269,6 @@ fn batch_work_progresses_while_interactive_prompts_keep_arriving() {
                 s.remove(p.seq);
             }
         }
-        next += 1;
     }
     // Ten of the twenty steps carried batch work: 30 prompt tokens in 16-token
     // chunks, then decodes.
