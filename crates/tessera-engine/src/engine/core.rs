@@ -63,7 +63,10 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
                 max_num_seqs: config.max_num_seqs.max(1),
                 max_batch_seqs: config.max_batch_seqs.max(1),
                 max_batch_prefill_tokens: config.max_batch_prefill_tokens.max(1),
-                hold_batch_for_interactive_prefill: config.hold_batch_for_interactive_prefill,
+                // An encoder's step computes whole prompts and no decodes:
+                // batch prompts share it as they did before.
+                hold_batch_for_interactive_prefill: config.hold_batch_for_interactive_prefill
+                    && !embed,
                 whole_prompts: embed,
             },
             pool,

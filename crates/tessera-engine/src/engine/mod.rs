@@ -39,7 +39,8 @@ pub struct EngineConfig {
     /// meanwhile waits little.
     pub max_batch_prefill_tokens: usize,
     /// A step that computes an interactive prompt carries no batch work
-    /// (unless the step before it carried none either).
+    /// (unless the step before it carried none either). Generation only:
+    /// an embedding model's steps are whole prompts, shared as they come.
     pub hold_batch_for_interactive_prefill: bool,
     /// Most requests waiting for admission; beyond it `submit` fails fast.
     pub max_waiting_requests: usize,
