@@ -101,6 +101,8 @@ fn start(model: &Path, max_seqs: usize) -> anyhow::Result<(EngineHandle, usize)>
         max_num_batched_tokens: 512,
         max_num_seqs: max_seqs,
         batch_max_running: None,
+        batch_max_prefill_tokens: None,
+        batch_with_interactive_prefill: false,
         no_prefix_caching: false,
         max_waiting_requests: 4096,
     };

@@ -43,6 +43,18 @@ pub struct EngineArgs {
     /// max-num-seqs, at least 1].
     #[arg(long, env = "TESSERA_BATCH_MAX_RUNNING", value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_max_running: Option<u64>,
+    /// Most batch-priority prompt tokens computed in one step. A step cannot
+    /// be interrupted, so this bounds how long an interactive prompt that
+    /// arrives meanwhile waits behind batch prompts [default: 32 on the CPU,
+    /// where a step's time grows with each token; max-num-batched-tokens on
+    /// a GPU].
+    #[arg(long, env = "TESSERA_BATCH_MAX_PREFILL_TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_max_prefill_tokens: Option<u64>,
+    /// Let batch work share the steps that compute an interactive prompt
+    /// [default: off: such a step carries interactive work only, unless the
+    /// step before it held batch work out too].
+    #[arg(long, env = "TESSERA_BATCH_WITH_INTERACTIVE_PREFILL", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    pub batch_with_interactive_prefill: bool,
     /// Turn off reuse of cached prompt prefixes [default: off].
     #[arg(long, env = "TESSERA_NO_PREFIX_CACHING", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub no_prefix_caching: bool,
@@ -83,6 +95,10 @@ impl EngineArgs {
             batch_max_running: self
                 .batch_max_running
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            batch_max_prefill_tokens: self
+                .batch_max_prefill_tokens
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            batch_with_interactive_prefill: self.batch_with_interactive_prefill,
             no_prefix_caching: self.no_prefix_caching,
             max_waiting_requests: self.max_waiting_requests,
         }
@@ -147,6 +163,11 @@ pub struct EngineOptions {
     /// Most batch-priority sequences running at once (`None`: half of
     /// `max_num_seqs`).
     pub batch_max_running: Option<usize>,
+    /// Most batch-priority prompt tokens per step (`None`: 32 on the CPU,
+    /// `max_num_batched_tokens` on a GPU).
+    pub batch_max_prefill_tokens: Option<usize>,
+    /// Let batch work share the steps that compute an interactive prompt.
+    pub batch_with_interactive_prefill: bool,
     /// Do not reuse cached prompt prefixes.
     pub no_prefix_caching: bool,
     /// Most requests waiting for admission.
@@ -231,6 +252,8 @@ mod tests {
             max_num_batched_tokens: 512,
             max_num_seqs: 64,
             batch_max_running: None,
+            batch_max_prefill_tokens: None,
+            batch_with_interactive_prefill: false,
             no_prefix_caching: false,
             max_waiting_requests: 4096,
         }

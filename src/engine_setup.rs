@@ -223,7 +223,7 @@ impl Compute {
             kv_dtype: options.kv_cache_dtype,
         };
         let (engine, tokenizer, chat_template, embedding) = match &self.chosen {
-            Chosen::Cpu => start_engine(CpuBackend::new(), &source, options, cache),
+            Chosen::Cpu => start_engine(CpuBackend::new(), &source, options, cache, true),
             #[cfg(feature = "cuda")]
             Chosen::Cuda(backend) => cuda::start(backend, &source, options, cache),
         }
@@ -279,6 +279,7 @@ fn start_encoder(
         Vec::new(),
         vocab_size,
         &tokenizer,
+        true,
     );
     let engine = spawn(runner, tokenizer.clone(), config)?;
     Ok((engine, tokenizer, info))
@@ -323,12 +324,14 @@ type Started = (
     Option<tessera_server::EmbeddingInfo>,
 );
 
-/// Loads `source` onto `backend` with `cache` and spawns its engine.
+/// Loads `source` onto `backend` (`on_cpu`: the CPU one) with `cache` and
+/// spawns its engine.
 fn start_engine<B: Backend + 'static>(
     backend: B,
     source: &ModelSource,
     options: &EngineOptions,
     cache: CacheConfig,
+    on_cpu: bool,
 ) -> Result<Started> {
     let bundle = load_bundle(&backend, source, Some(cache.max_model_len))?;
     let config = bundle.model.config().clone();
@@ -354,23 +357,36 @@ fn start_engine<B: Backend + 'static>(
     let token = tokenizer.eos_token_ids().first().copied().unwrap_or(0);
     warm(&mut runner, token)?;
     let eos = tokenizer.eos_token_ids().to_vec();
-    let mut engine_config = engine_config(options, task, eos, config.vocab_size, &tokenizer);
+    let mut engine_config =
+        engine_config(options, task, eos, config.vocab_size, &tokenizer, on_cpu);
     engine_config.enable_prefix_caching = !options.no_prefix_caching;
     let engine = spawn(runner, tokenizer.clone(), engine_config)?;
     Ok((engine, tokenizer, bundle.chat_template, embedding))
 }
 
-/// The engine's settings for a model under `options` (prefix caching off:
-/// generative models turn it on unless the flags say not to). The vocabulary
-/// is the smaller of the model's and the tokenizer's, so no id past either
-/// is ever sampled.
+/// Batch prompt tokens per step on the CPU unless the flags say otherwise:
+/// there a step's time grows with every token it computes (about 3 ms a
+/// prompt token for the default model in a dev build), and an interactive
+/// prompt arriving during a step waits for all of it.
+const CPU_BATCH_PREFILL_TOKENS: usize = 32;
+
+/// The engine's settings for a model under `options` on the CPU (`on_cpu`)
+/// or a GPU (prefix caching off: generative models turn it on unless the
+/// flags say not to). The vocabulary is the smaller of the model's and the
+/// tokenizer's, so no id past either is ever sampled.
 fn engine_config(
     options: &EngineOptions,
     task: EngineTask,
     eos_token_ids: Vec<u32>,
     model_vocab_size: usize,
     tokenizer: &Tokenizer,
+    on_cpu: bool,
 ) -> EngineConfig {
+    let default_batch_prefill = if on_cpu {
+        CPU_BATCH_PREFILL_TOKENS
+    } else {
+        options.max_num_batched_tokens
+    };
     EngineConfig {
         max_num_batched_tokens: options.max_num_batched_tokens,
         max_num_seqs: options.max_num_seqs,
@@ -378,6 +394,11 @@ fn engine_config(
             .batch_max_running
             .unwrap_or(options.max_num_seqs / 2)
             .max(1),
+        max_batch_prefill_tokens: options
+            .batch_max_prefill_tokens
+            .unwrap_or(default_batch_prefill)
+            .max(1),
+        hold_batch_for_interactive_prefill: !options.batch_with_interactive_prefill,
         enable_prefix_caching: false,
         max_waiting_requests: options.max_waiting_requests,
         eos_token_ids,
@@ -537,7 +558,7 @@ mod cuda {
         let config = read_config(source)?;
         CudaBackend::check_model(&config)
             .with_context(|| format!("--device {}", backend.name()))?;
-        start_engine(backend.share(), source, options, cache)
+        start_engine(backend.share(), source, options, cache, false)
     }
 }
 

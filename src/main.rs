@@ -22,7 +22,7 @@ enum Command {
     /// Serve models over an OpenAI-compatible HTTP API.
     Serve(Box<serve::ServeArgs>),
     /// Generate text from a prompt, streaming it to stdout.
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// Download a model repository from the Hugging Face hub (honours HF_ENDPOINT,
     /// HF_HOME and HF_TOKEN).
     Pull(PullArgs),
@@ -119,7 +119,7 @@ fn main() -> Result<()> {
             };
             serve::run(*args, models)
         }
-        Command::Generate(args) => generate::run(args),
+        Command::Generate(args) => generate::run(*args),
         Command::RunBatch(args) => tessera::run_batch::run(*args),
         Command::Bench(command) => Ok(tessera_bench::bench::run(*command)?),
         Command::Drift(DriftCommand::Baseline {

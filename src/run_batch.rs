@@ -50,6 +50,9 @@ pub fn run(mut args: RunBatchArgs) -> Result<()> {
     args.engine
         .batch_max_running
         .get_or_insert(args.engine.max_num_seqs as u64);
+    args.engine
+        .batch_max_prefill_tokens
+        .get_or_insert(args.engine.max_num_batched_tokens as u64);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tessera-batch")

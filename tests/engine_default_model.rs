@@ -31,6 +31,8 @@ fn start_engine(num_blocks: usize, budget: usize) -> (EngineHandle, Arc<Tokenize
         max_num_batched_tokens: budget,
         max_num_seqs: 128,
         batch_max_running: None,
+        batch_max_prefill_tokens: None,
+        batch_with_interactive_prefill: false,
         no_prefix_caching: false,
         max_waiting_requests: 4096,
     };

@@ -43,6 +43,8 @@ pub fn engine_args(kv: &str, max_waiting: usize) -> EngineArgs {
         max_num_batched_tokens: 512,
         max_num_seqs: 64,
         batch_max_running: None,
+        batch_max_prefill_tokens: None,
+        batch_with_interactive_prefill: false,
         no_prefix_caching: false,
         max_waiting_requests: max_waiting,
         threads: None,

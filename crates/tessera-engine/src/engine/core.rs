@@ -14,7 +14,9 @@ use super::{EngineConfig, EngineStats, EngineTask};
 use crate::batch::{Batch, SequenceChunk};
 use crate::block_pool::BlockPool;
 use crate::detokenize::TokenDecoder;
-use crate::request::{FinishReason, Request, RequestId, RequestOutput, TokenLogprob, Usage};
+use crate::request::{
+    FinishReason, Priority, Request, RequestId, RequestOutput, TokenLogprob, Usage,
+};
 use crate::runner::{Logits, Runner};
 use crate::sampling::SamplingParams;
 use crate::scheduler::{Scheduled, Scheduler, SchedulerConfig, SeqId, Sequence, SlidingWindow};
@@ -60,6 +62,11 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
                 max_num_batched_tokens: config.max_num_batched_tokens.max(min_budget),
                 max_num_seqs: config.max_num_seqs.max(1),
                 max_batch_seqs: config.max_batch_seqs.max(1),
+                max_batch_prefill_tokens: config.max_batch_prefill_tokens.max(1),
+                // An encoder's step computes whole prompts and no decodes:
+                // batch prompts share it as they did before.
+                hold_batch_for_interactive_prefill: config.hold_batch_for_interactive_prefill
+                    && !embed,
                 whole_prompts: embed,
                 sliding_window: sliding_window(&runner, &config),
             },
@@ -168,6 +175,7 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         // The plan's entries that made it into the batch, in batch order: a
         // row of logits belongs to the chunk at the same place.
         let mut planned = Vec::with_capacity(plan.len());
+        let mut shape = StepShape::default();
         for p in plan {
             let Some(seq) = self.scheduler.get(p.seq) else {
                 // The scheduler plans only sequences it holds; if that ever
@@ -180,6 +188,11 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
             };
             let from = seq.num_computed;
             let to = from + p.num_tokens;
+            shape.count(
+                seq.priority,
+                p.num_tokens,
+                to == seq.tokens.len() && p.num_tokens == 1,
+            );
             if from < seq.prompt_len {
                 let computed = to.min(seq.prompt_len) - from;
                 EngineStats::add(&self.stats.prompt_tokens_computed, computed as u64);
@@ -217,6 +230,17 @@ impl<R: Runner, D: TokenDecoder> EngineCore<R, D> {
         EngineStats::add(&s.forward_nanos, forward.as_nanos() as u64);
         EngineStats::add(&s.step_nanos, step_nanos);
         s.last_step_nanos.store(step_nanos, Ordering::Relaxed);
+        tracing::debug!(
+            target: "tessera_engine::step",
+            interactive_prefill_tokens = shape.interactive_prefill,
+            interactive_decodes = shape.interactive_decodes,
+            batch_prefill_tokens = shape.batch_prefill,
+            batch_decodes = shape.batch_decodes,
+            waiting = self.scheduler.num_waiting(),
+            forward_us = forward.as_micros() as u64,
+            step_us = step_nanos / 1000,
+            "step"
+        );
         true
     }
 
@@ -546,5 +570,28 @@ pub(super) fn max_sequence_len(runner: &impl Runner, config: &EngineConfig) -> u
         runner.max_model_len()
     } else {
         runner.max_model_len().min(usable * block_size)
+    }
+}
+
+/// What one step computed, by class: prompt tokens (chunks) and decode rows.
+#[derive(Debug, Default)]
+struct StepShape {
+    interactive_prefill: usize,
+    interactive_decodes: usize,
+    batch_prefill: usize,
+    batch_decodes: usize,
+}
+
+impl StepShape {
+    fn count(&mut self, priority: Priority, num_tokens: usize, decode: bool) {
+        let (prefill, decodes) = match priority {
+            Priority::Interactive => (&mut self.interactive_prefill, &mut self.interactive_decodes),
+            Priority::Batch => (&mut self.batch_prefill, &mut self.batch_decodes),
+        };
+        if decode {
+            *decodes += 1;
+        } else {
+            *prefill += num_tokens;
+        }
     }
 }

@@ -34,6 +34,14 @@ pub struct EngineConfig {
     /// Most batch-priority sequences running at once; the other slots are
     /// kept for interactive requests (which also preempt batch ones).
     pub max_batch_seqs: usize,
+    /// Most batch-priority prompt tokens in one step: bounds how long a step
+    /// with batch prompts in it runs, so an interactive prompt arriving
+    /// meanwhile waits little.
+    pub max_batch_prefill_tokens: usize,
+    /// A step that computes an interactive prompt carries no batch work
+    /// (unless the step before it carried none either). Generation only:
+    /// an embedding model's steps are whole prompts, shared as they come.
+    pub hold_batch_for_interactive_prefill: bool,
     /// Most requests waiting for admission; beyond it `submit` fails fast.
     pub max_waiting_requests: usize,
     /// Reuse the KV of full prompt blocks across requests.
@@ -52,6 +60,8 @@ impl Default for EngineConfig {
             max_num_batched_tokens: 512,
             max_num_seqs: 128,
             max_batch_seqs: 64,
+            max_batch_prefill_tokens: 512,
+            hold_batch_for_interactive_prefill: true,
             max_waiting_requests: 4096,
             enable_prefix_caching: true,
             eos_token_ids: Vec::new(),

@@ -20,6 +20,16 @@
 //! (their table entries become the pool's null block), so a long sequence
 //! holds about `window / block_size + 1` blocks and admission and preemption,
 //! which count held and free blocks, see that bound.
+//!
+//! Two rules bound what batch work adds to an interactive prompt's time to
+//! first token. A step cannot be interrupted, so a prompt that arrives while
+//! one runs waits for all of it: batch prompt chunks take at most
+//! `max_batch_prefill_tokens` of a step (new batch lines start together as
+//! others finish, and without the cap their prompts would fill one long
+//! step). And a step that computes an interactive prompt carries no batch
+//! work (`hold_batch_for_interactive_prefill`), unless the step before it
+//! held batch work out too: so batch sequences sit out at most every other
+//! step and always progress.
 
 mod sequence;
 mod window;
@@ -42,6 +52,12 @@ pub struct SchedulerConfig {
     /// Most batch-priority sequences running at once (the rest of the slots
     /// stay free for interactive work).
     pub max_batch_seqs: usize,
+    /// Most batch-priority prompt tokens (chunks of batch prompts) in one
+    /// step; not applied with `whole_prompts`, where a prompt cannot be split.
+    pub max_batch_prefill_tokens: usize,
+    /// Keep batch work out of a step that computes an interactive prompt
+    /// (at most every other step).
+    pub hold_batch_for_interactive_prefill: bool,
     /// Admit a prompt only when all of it fits in the step (no chunked
     /// prefill): an encoder must see every token of a sequence at once.
     pub whole_prompts: bool,
@@ -85,6 +101,8 @@ pub struct Scheduler {
     prefix_stats: PrefixCacheStats,
     /// Set for a sliding-window model (the pool then holds a null block).
     window: Option<SlidingWindow>,
+    /// Whether the last step kept batch work out for an interactive prompt.
+    held_batch: bool,
 }
 
 impl Scheduler {
@@ -104,6 +122,7 @@ impl Scheduler {
             running: Vec::new(),
             num_preemptions: 0,
             prefix_stats: PrefixCacheStats::default(),
+            held_batch: false,
         }
     }
 
@@ -195,7 +214,29 @@ impl Scheduler {
     /// Plans the next step. Every returned sequence has blocks for its new tokens.
     pub fn schedule(&mut self) -> Vec<Scheduled> {
         self.release_behind_windows();
+        let hold = self.config.hold_batch_for_interactive_prefill
+            && !self.held_batch
+            && self.interactive_prompt_pending();
+        let mut out = self.plan(hold);
+        if hold && !out.iter().any(|p| self.is_interactive_prompt(p.seq)) {
+            // The interactive prompt could not start (no blocks or slot
+            // even after preemption): batch work need not wait for it.
+            out = self.plan(false);
+            self.held_batch = false;
+        } else {
+            self.held_batch = hold && self.seqs.values().any(|s| s.priority == Priority::Batch);
+        }
+        out
+    }
+
+    /// Plans a step; with `hold_batch`, of interactive work only.
+    fn plan(&mut self, hold_batch: bool) -> Vec<Scheduled> {
         let mut budget = self.config.max_num_batched_tokens;
+        let mut batch_prefill = if self.config.whole_prompts {
+            usize::MAX
+        } else {
+            self.config.max_batch_prefill_tokens
+        };
         let mut out: Vec<Scheduled> = Vec::new();
         let mut preempted = false;
         // Interactive first; the sort is stable, so arrival order holds
@@ -208,15 +249,22 @@ impl Scheduler {
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let seq = &self.seqs[&id];
+            let batch = seq.priority == Priority::Batch;
+            let prompt_chunk = seq.num_uncomputed() > 1;
             // A batch prompt's chunk leaves a waiting interactive prompt its
-            // share; batch decodes (one token) always go on, so batch work
-            // keeps finishing and freeing blocks.
-            let room = if seq.priority == Priority::Batch && seq.num_uncomputed() > 1 {
-                budget.saturating_sub(reserve)
+            // share and stays under the batch prefill cap; batch decodes (one
+            // token) go on unless held out, so batch work keeps finishing and
+            // freeing blocks.
+            let room = if batch && prompt_chunk {
+                budget.saturating_sub(reserve).min(batch_prefill)
             } else {
                 budget
             };
-            let num_tokens = seq.num_uncomputed().min(room);
+            let num_tokens = if batch && hold_batch {
+                0
+            } else {
+                seq.num_uncomputed().min(room)
+            };
             if num_tokens == 0 {
                 i += 1;
                 continue;
@@ -252,6 +300,9 @@ impl Scheduler {
                     num_tokens,
                 });
                 budget -= num_tokens;
+                if batch && prompt_chunk {
+                    batch_prefill = batch_prefill.saturating_sub(num_tokens);
+                }
                 i += 1;
             }
         }
@@ -264,7 +315,11 @@ impl Scheduler {
             // Interactive keys sort first: a batch head means no interactive
             // work waits.
             let batch = key.0 == Priority::Batch;
-            if batch && self.num_running_batch() >= self.config.max_batch_seqs {
+            if batch
+                && (hold_batch
+                    || batch_prefill == 0
+                    || self.num_running_batch() >= self.config.max_batch_seqs)
+            {
                 break;
             }
             if self.running.len() >= self.config.max_num_seqs
@@ -273,7 +328,12 @@ impl Scheduler {
                 break;
             }
             let id = key.2;
-            let Some(num_tokens) = self.admit(id, budget) else {
+            let room = if batch {
+                budget.min(batch_prefill)
+            } else {
+                budget
+            };
+            let Some(num_tokens) = self.admit(id, room) else {
                 // Too few free blocks: an interactive sequence takes them
                 // from running batch work, one sequence at a time.
                 if !batch && self.preempt_batch_for_slot(&mut out, &mut budget) {
@@ -288,6 +348,9 @@ impl Scheduler {
                 num_tokens,
             });
             budget -= num_tokens;
+            if batch {
+                batch_prefill = batch_prefill.saturating_sub(num_tokens);
+            }
         }
         out
     }
@@ -405,6 +468,26 @@ impl Scheduler {
             .filter(|(key, _)| key.0 == Priority::Interactive)
             .and_then(|(key, _)| self.seqs.get(&key.2))
             .map_or(0, Sequence::num_uncomputed)
+    }
+
+    /// Whether an interactive prompt may be computed next step: one is
+    /// partly computed, or waits first in line.
+    fn interactive_prompt_pending(&self) -> bool {
+        self.running
+            .iter()
+            .any(|&id| self.is_interactive_prompt(id))
+            || self
+                .waiting
+                .first_key_value()
+                .is_some_and(|(key, _)| key.0 == Priority::Interactive)
+    }
+
+    /// Whether `id` is an interactive sequence with prompt tokens (more than
+    /// its next one) to compute.
+    fn is_interactive_prompt(&self, id: SeqId) -> bool {
+        self.seqs
+            .get(&id)
+            .is_some_and(|s| s.priority == Priority::Interactive && s.num_uncomputed() > 1)
     }
 
     fn num_running_batch(&self) -> usize {

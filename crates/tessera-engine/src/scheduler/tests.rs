@@ -10,6 +10,8 @@ fn scheduler(num_blocks: usize, budget: usize, max_seqs: usize) -> Scheduler {
             max_num_batched_tokens: budget,
             max_num_seqs: max_seqs,
             max_batch_seqs: max_seqs,
+            max_batch_prefill_tokens: budget,
+            hold_batch_for_interactive_prefill: false,
             whole_prompts: false,
             sliding_window: None,
         },
@@ -89,6 +91,8 @@ fn batch_sequences_run_only_up_to_their_cap() {
             max_num_batched_tokens: 100,
             max_num_seqs: 4,
             max_batch_seqs: 2,
+            max_batch_prefill_tokens: 100,
+            hold_batch_for_interactive_prefill: false,
             whole_prompts: false,
             sliding_window: None,
         },
@@ -157,6 +161,122 @@ fn batch_prompt_chunks_leave_a_waiting_interactive_prompt_its_budget() {
             }
         ]
     );
+}
+
+/// A scheduler with the batch rules on: batch prompt chunks capped at
+/// `batch_prefill` tokens a step, batch work held out of a step that
+/// computes an interactive prompt.
+fn hybrid(budget: usize, batch_prefill: usize) -> Scheduler {
+    Scheduler::new(
+        SchedulerConfig {
+            max_num_batched_tokens: budget,
+            max_num_seqs: 16,
+            max_batch_seqs: 8,
+            max_batch_prefill_tokens: batch_prefill,
+            hold_batch_for_interactive_prefill: true,
+            whole_prompts: false,
+        },
+        BlockPool::new(256, BS, true),
+    )
+}
+
+/// Tokens of `plan` per sequence, in plan order.
+fn shares(plan: &[Scheduled]) -> Vec<(SeqId, usize)> {
+    plan.iter().map(|p| (p.seq, p.num_tokens)).collect()
+}
+
+#[test]
+fn batch_prompt_chunks_share_a_capped_part_of_each_step() {
+    let mut s = hybrid(100, 8);
+    for id in 1..=3 {
+        s.add(seq(id, Priority::Batch, vec![id as u32; 6]));
+    }
+    // 8 batch prompt tokens a step: the first prompt whole, 2 of the next.
+    let plan = s.schedule();
+    assert_eq!(shares(&plan), [(1, 6), (2, 2)]);
+    run_step(&mut s, &plan);
+    // Decodes are not prompt tokens: seq 1 decodes beside 8 more prompt
+    // tokens (the rest of seq 2, 4 of seq 3).
+    let plan = s.schedule();
+    assert_eq!(shares(&plan), [(1, 1), (2, 4), (3, 4)]);
+    run_step(&mut s, &plan);
+    // An interactive prompt is not capped (and, here, holds batch work out).
+    s.add(seq(4, Priority::Interactive, vec![4; 40]));
+    assert_eq!(shares(&s.schedule()), [(4, 40)]);
+}
+
+#[test]
+fn a_step_that_computes_an_interactive_prompt_carries_no_batch_work() {
+    let mut s = hybrid(100, 100);
+    s.add(seq(1, Priority::Batch, vec![1; 4]));
+    s.add(seq(2, Priority::Batch, vec![2; 4]));
+    let plan = s.schedule();
+    run_step(&mut s, &plan);
+    s.add(seq(3, Priority::Interactive, vec![3; 10]));
+    // The interactive prompt runs alone: the batch decodes wait a step.
+    let plan = s.schedule();
+    assert_eq!(shares(&plan), [(3, 10)]);
+    run_step(&mut s, &plan);
+    // Then everyone decodes together, interactive first.
+    assert_eq!(shares(&s.schedule()), [(3, 1), (1, 1), (2, 1)]);
+}
+
+#[test]
+fn batch_work_rides_along_when_the_rule_is_off() {
+    let mut s = hybrid(100, 100);
+    s.config.hold_batch_for_interactive_prefill = false;
+    s.add(seq(1, Priority::Batch, vec![1; 4]));
+    let plan = s.schedule();
+    run_step(&mut s, &plan);
+    s.add(seq(2, Priority::Interactive, vec![2; 10]));
+    assert_eq!(shares(&s.schedule()), [(1, 1), (2, 10)]);
+}
+
+#[test]
+fn batch_work_sits_out_every_other_step_at_most() {
+    // A new interactive prompt every step: batch decodes sit out one step,
+    // ride the next, and so on; they never starve.
+    let mut s = hybrid(100, 100);
+    s.add(seq(1, Priority::Batch, vec![1; 4]));
+    let plan = s.schedule();
+    run_step(&mut s, &plan);
+    let mut batch_steps = Vec::new();
+    for id in 2..8 {
+        s.add(seq(id, Priority::Interactive, vec![id as u32; 10]));
+        let plan = s.schedule();
+        batch_steps.push(plan.iter().any(|p| p.seq == 1));
+        assert!(
+            plan.contains(&Scheduled {
+                seq: id,
+                num_tokens: 10
+            }),
+            "{plan:?}"
+        );
+        run_step(&mut s, &plan);
+    }
+    assert_eq!(batch_steps, [false, true, false, true, false, true]);
+}
+
+#[test]
+fn batch_work_progresses_while_interactive_prompts_keep_arriving() {
+    let mut s = hybrid(64, 16);
+    s.add(seq(1, Priority::Batch, vec![1; 30]));
+    for next in 100..120 {
+        // A new interactive prompt every step, each finished at once.
+        s.add(seq(next, Priority::Interactive, vec![9; 5]));
+        let plan = s.schedule();
+        run_step(&mut s, &plan);
+        for p in &plan {
+            if p.seq != 1 {
+                s.remove(p.seq);
+            }
+        }
+    }
+    // Ten of the twenty steps carried batch work: 30 prompt tokens in 16-token
+    // chunks, then decodes.
+    let batch = s.get(1).expect("seq 1");
+    assert!(batch.num_computed >= 30, "{}", batch.num_computed);
+    assert!(batch.output().len() >= 8, "{:?}", batch.output());
 }
 
 #[test]
@@ -267,18 +387,23 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 proptest! {
-    /// Random arrivals, aborts, completions and pool sizes: the budget and the
-    /// running cap hold every step, every scheduled sequence has blocks for its
-    /// tokens, reference counts match the block tables, and once everything is
-    /// gone every block is free (a double free would panic in the pool).
+    /// Random arrivals, aborts, completions, pool sizes and batch rules: the
+    /// budget, the batch prompt-token cap and the running cap hold every
+    /// step, every scheduled sequence has blocks for its tokens, reference
+    /// counts match the block tables, and once everything is gone every block
+    /// is free (a double free would panic in the pool).
     #[test]
     fn scheduler_invariants(
         num_blocks in 12usize..40,
         budget in 1usize..48,
         max_seqs in 1usize..8,
+        batch_prefill in 1usize..48,
+        hold in any::<bool>(),
         events in prop::collection::vec(event(), 1..150),
     ) {
         let mut s = scheduler(num_blocks, budget, max_seqs);
+        s.config.max_batch_prefill_tokens = batch_prefill;
+        s.config.hold_batch_for_interactive_prefill = hold;
         let mut next_id = 0u64;
         let mut ids: Vec<SeqId> = Vec::new();
         for e in events {
@@ -298,6 +423,15 @@ proptest! {
                     let plan = s.schedule();
                     let total: usize = plan.iter().map(|p| p.num_tokens).sum();
                     prop_assert!(total <= budget);
+                    let batch_prompt: usize = plan
+                        .iter()
+                        .filter(|p| {
+                            let q = s.get(p.seq).expect("scheduled sequence exists");
+                            q.priority == Priority::Batch && q.num_uncomputed() > 1
+                        })
+                        .map(|p| p.num_tokens)
+                        .sum();
+                    prop_assert!(batch_prompt <= batch_prefill);
                     prop_assert!(s.num_running() <= max_seqs);
                     for p in &plan {
                         let q = s.get(p.seq).expect("scheduled sequence exists");
