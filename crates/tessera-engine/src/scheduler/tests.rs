@@ -175,6 +175,7 @@ fn hybrid(budget: usize, batch_prefill: usize) -> Scheduler {
             max_batch_prefill_tokens: batch_prefill,
             hold_batch_for_interactive_prefill: true,
             whole_prompts: false,
+            sliding_window: None,
         },
         BlockPool::new(256, BS, true),
     )

@@ -15,6 +15,8 @@ fn scheduler(num_blocks: usize, window: Option<usize>) -> Scheduler {
             max_num_batched_tokens: 64,
             max_num_seqs: 16,
             max_batch_seqs: 16,
+            max_batch_prefill_tokens: 64,
+            hold_batch_for_interactive_prefill: false,
             whole_prompts: false,
             sliding_window: window,
         },
