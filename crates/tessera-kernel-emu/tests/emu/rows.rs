@@ -194,15 +194,15 @@ fn head_rms_norm_normalizes_only_the_named_heads() {
     }
 }
 
-#[test]
-fn silu_mul_matches_the_f64_reference() {
+/// A gated activation kernel of the fused gate|up against `act(g) * u` in f64.
+fn check_gated(kernel: &str, seed: u64, act: impl Fn(f64) -> f64) {
     let (rows, inter) = (3, 300);
-    let gate_up = Rng::new(5).bf16s(rows * 2 * inter, 4.0);
+    let gate_up = Rng::new(seed).bf16s(rows * 2 * inter, 4.0);
     let mut job = Job::new();
     let out = job.filled::<u16>(rows * inter, 0xff);
     let gb = job.buffer(&gate_up);
     job.launch(
-        "silu_mul_bf16",
+        kernel,
         Launch::silu_mul(rows, inter).unwrap(),
         &[Arg::Buf(out), Arg::Buf(gb), Arg::Int(inter as i32)],
     );
@@ -212,35 +212,23 @@ fn silu_mul_matches_the_f64_reference() {
             let (r, c) = (i / inter, i % inter);
             let g = f64::from(from_bf16(gate_up[r * 2 * inter + c]));
             let u = f64::from(from_bf16(gate_up[r * 2 * inter + inter + c]));
-            g / (1.0 + (-g).exp()) * u
+            act(g) * u
         })
         .collect();
-    assert_bf16_close("silu_mul", &got, &want);
+    assert_bf16_close(kernel, &got, &want);
+}
+
+#[test]
+fn silu_mul_matches_the_f64_reference() {
+    check_gated("silu_mul_bf16", 5, |g| g / (1.0 + (-g).exp()));
 }
 
 #[test]
 fn gelu_tanh_mul_matches_the_f64_reference() {
-    let (rows, inter) = (3, 300);
-    let gate_up = Rng::new(6).bf16s(rows * 2 * inter, 4.0);
-    let mut job = Job::new();
-    let out = job.filled::<u16>(rows * inter, 0xff);
-    let gb = job.buffer(&gate_up);
-    job.launch(
-        "gelu_tanh_mul_bf16",
-        Launch::silu_mul(rows, inter).unwrap(),
-        &[Arg::Buf(out), Arg::Buf(gb), Arg::Int(inter as i32)],
-    );
-    let got = run_all(&job).get::<u16>(out);
-    let want: Vec<f64> = (0..rows * inter)
-        .map(|i| {
-            let (r, c) = (i / inter, i % inter);
-            let g = f64::from(from_bf16(gate_up[r * 2 * inter + c]));
-            let u = f64::from(from_bf16(gate_up[r * 2 * inter + inter + c]));
-            let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
-            0.5 * g * (1.0 + inner.tanh()) * u
-        })
-        .collect();
-    assert_bf16_close("gelu_tanh_mul", &got, &want);
+    check_gated("gelu_tanh_mul_bf16", 6, |g| {
+        let inner = (2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g * g * g);
+        0.5 * g * (1.0 + inner.tanh())
+    });
 }
 
 #[test]

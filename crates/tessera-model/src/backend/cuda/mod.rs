@@ -267,7 +267,7 @@ impl Backend for CudaBackend {
         w: &CudaTensor,
         eps: f32,
     ) -> Result<CudaTensor> {
-        Ok(ops::add_rms_norm(&self.gpu, residual, x, w, eps)?)
+        Ok(ops::add_rms_norm(&self.gpu, residual, x, (None, w), eps)?)
     }
 
     fn add_normed_rms_norm(
@@ -278,11 +278,11 @@ impl Backend for CudaBackend {
         w: &CudaTensor,
         eps: f32,
     ) -> Result<CudaTensor> {
-        Ok(ops::add_normed_rms_norm(
+        Ok(ops::add_rms_norm(
             &self.gpu,
             residual,
             x,
-            (post, w),
+            (Some(post), w),
             eps,
         )?)
     }

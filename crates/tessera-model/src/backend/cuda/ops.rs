@@ -72,19 +72,28 @@ pub(crate) fn rms_norm(
     Ok(CudaTensor::new(Buffer::Bf16(out), x.rows(), x.cols()))
 }
 
-/// `residual += x` (f32 += bf16), then the bf16 RMSNorm of the new residual.
+/// `residual += x` (f32 += bf16), or with `post` gains `residual += x /
+/// rms(x) * post` (Gemma's norm of a sublayer's output), then the bf16
+/// RMSNorm of the new residual.
 pub(crate) fn add_rms_norm(
     gpu: &Gpu,
     residual: &mut CudaTensor,
     x: &CudaTensor,
-    w: &CudaTensor,
+    (post, w): (Option<&CudaTensor>, &CudaTensor),
     eps: f32,
 ) -> Result<CudaTensor, CudaBackendError> {
-    x.expect_cols("add_rms_norm", residual.cols())?;
+    let kernel = match post {
+        None => "add_rms_norm_f32_bf16",
+        Some(_) => "add_normed_rms_norm_f32_bf16",
+    };
+    x.expect_cols(kernel, residual.cols())?;
     w.expect_cols("add_rms_norm gains", residual.cols())?;
+    if let Some(post) = post {
+        post.expect_cols("add_rms_norm post gains", residual.cols())?;
+    }
     if x.rows() != residual.rows() {
         return Err(CudaBackendError::Shape(format!(
-            "add_rms_norm: {} rows added to {}",
+            "{kernel}: {} rows added to {}",
             x.rows(),
             residual.rows()
         )));
@@ -93,56 +102,18 @@ pub(crate) fn add_rms_norm(
     let mut out = gpu.memory.alloc::<u16>(rows * cols)?;
     if rows * cols > 0 {
         let n = int("hidden size", cols)?;
-        let f = gpu.kernel("add_rms_norm_f32_bf16")?;
+        let f = gpu.kernel(kernel)?;
         let mut l = gpu.stream().launch_builder(f);
         l.arg(&mut out)
             .arg(residual.f32_mut("add_rms_norm residual")?)
-            .arg(x.bf16("add_rms_norm")?)
-            .arg(w.f32("add_rms_norm gains")?)
-            .arg(&n)
-            .arg(&eps);
-        // SAFETY: out bf16, residual f32, x bf16 all [rows, n]; w n values.
-        unsafe { l.launch(config(Launch::rows(rows)?)) }
-            .map_err(driver("add_rms_norm_f32_bf16"))?;
-    }
-    Ok(CudaTensor::new(Buffer::Bf16(out), rows, cols))
-}
-
-/// `residual += bf16 x / rms(x) * post` (f32), then the bf16 RMSNorm of the
-/// new residual (Gemma's sandwich norms).
-pub(crate) fn add_normed_rms_norm(
-    gpu: &Gpu,
-    residual: &mut CudaTensor,
-    x: &CudaTensor,
-    (post, w): (&CudaTensor, &CudaTensor),
-    eps: f32,
-) -> Result<CudaTensor, CudaBackendError> {
-    x.expect_cols("add_normed_rms_norm", residual.cols())?;
-    post.expect_cols("add_normed_rms_norm post gains", residual.cols())?;
-    w.expect_cols("add_normed_rms_norm gains", residual.cols())?;
-    if x.rows() != residual.rows() {
-        return Err(CudaBackendError::Shape(format!(
-            "add_normed_rms_norm: {} rows added to {}",
-            x.rows(),
-            residual.rows()
-        )));
-    }
-    let (rows, cols) = (residual.rows(), residual.cols());
-    let mut out = gpu.memory.alloc::<u16>(rows * cols)?;
-    if rows * cols > 0 {
-        let n = int("hidden size", cols)?;
-        let f = gpu.kernel("add_normed_rms_norm_f32_bf16")?;
-        let mut l = gpu.stream().launch_builder(f);
-        l.arg(&mut out)
-            .arg(residual.f32_mut("add_normed_rms_norm residual")?)
-            .arg(x.bf16("add_normed_rms_norm")?)
-            .arg(post.f32("add_normed_rms_norm post gains")?)
-            .arg(w.f32("add_normed_rms_norm gains")?)
-            .arg(&n)
-            .arg(&eps);
-        // SAFETY: out bf16, residual f32, x bf16 all [rows, n]; post, w n values.
-        unsafe { l.launch(config(Launch::rows(rows)?)) }
-            .map_err(driver("add_normed_rms_norm_f32_bf16"))?;
+            .arg(x.bf16(kernel)?);
+        if let Some(post) = post {
+            l.arg(post.f32("add_rms_norm post gains")?);
+        }
+        l.arg(w.f32("add_rms_norm gains")?).arg(&n).arg(&eps);
+        // SAFETY: out bf16, residual f32, x bf16 all [rows, n]; post and w
+        // n values each; the arguments are the kernel's, in its order.
+        unsafe { l.launch(config(Launch::rows(rows)?)) }.map_err(driver(kernel))?;
     }
     Ok(CudaTensor::new(Buffer::Bf16(out), rows, cols))
 }
