@@ -391,10 +391,12 @@ impl Scheduler {
             let behind = window
                 .blocks_before(seq.num_computed)
                 .min(seq.block_table.len());
-            for b in seq.num_released..behind {
-                released.push(std::mem::replace(&mut seq.block_table[b], null));
+            if behind > seq.num_released {
+                for entry in &mut seq.block_table[seq.num_released..behind] {
+                    released.push(std::mem::replace(entry, null));
+                }
+                seq.num_released = behind;
             }
-            seq.num_released = seq.num_released.max(behind);
         }
         self.pool.free(&released);
     }
