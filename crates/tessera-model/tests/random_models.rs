@@ -5,8 +5,7 @@
 mod common;
 
 use candle_core::quantized::GgmlDType;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device};
 use common::tiny::*;
 use common::*;
 
@@ -19,9 +18,7 @@ fn candle_quantized_llama(path: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
         &Device::Cpu,
     )
     .expect("candle model");
-    let input = Tensor::new(prompt, &Device::Cpu)
-        .and_then(|t| t.unsqueeze(0))
-        .expect("input");
+    let input = input(prompt);
     model
         .forward(&input, 0)
         .and_then(|t| t.squeeze(0))
@@ -52,20 +49,10 @@ fn candle_llama(dir: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
     let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
     let config: LlamaConfig = serde_json::from_str(&text).expect("llama config");
     let config = config.into_config(false);
-    // SAFETY: the test owns the file and does not modify it while mapped.
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[dir.join("model.safetensors")],
-            DType::F32,
-            &Device::Cpu,
-        )
-    }
-    .expect("weights");
+    let vb = weights(dir);
     let model = Llama::load(vb, &config).expect("candle llama");
     let mut cache = Cache::new(true, DType::F32, &config, &Device::Cpu).expect("cache");
-    let input = Tensor::new(prompt, &Device::Cpu)
-        .and_then(|t| t.unsqueeze(0))
-        .expect("input");
+    let input = input(prompt);
     model
         .forward(&input, 0, &mut cache)
         .and_then(|t| t.squeeze(0))
@@ -77,19 +64,9 @@ fn candle_qwen2(dir: &std::path::Path, prompt: &[u32]) -> Vec<f32> {
     use candle_transformers::models::qwen2::{Config, ModelForCausalLM};
     let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
     let config: Config = serde_json::from_str(&text).expect("qwen2 config");
-    // SAFETY: as above.
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[dir.join("model.safetensors")],
-            DType::F32,
-            &Device::Cpu,
-        )
-    }
-    .expect("weights");
+    let vb = weights(dir);
     let mut model = ModelForCausalLM::new(&config, vb).expect("candle qwen2");
-    let input = Tensor::new(prompt, &Device::Cpu)
-        .and_then(|t| t.unsqueeze(0))
-        .expect("input");
+    let input = input(prompt);
     model
         .forward(&input, 0)
         .and_then(|t| t.flatten_all())

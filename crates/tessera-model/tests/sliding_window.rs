@@ -9,8 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::DType;
 use common::tiny::*;
 use common::*;
 use serde_json::json;
@@ -58,22 +57,12 @@ fn candle_greedy(dir: &std::path::Path, prompt: &[u32], n: usize) -> Vec<u32> {
     let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
     let mut config: Config = serde_json::from_str(&text).expect("mistral config");
     config.sliding_window = Some(WINDOW - 1);
-    // SAFETY: the test wrote the file and nothing changes it while mapped.
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[dir.join("model.safetensors")],
-            DType::F32,
-            &Device::Cpu,
-        )
-    }
-    .expect("weights");
+    let vb = weights(dir);
     let mut model = Model::new(&config, vb).expect("candle mistral");
     let mut tokens = prompt.to_vec();
     for _ in 0..n {
         model.clear_kv_cache();
-        let input = Tensor::new(tokens.as_slice(), &Device::Cpu)
-            .and_then(|t| t.unsqueeze(0))
-            .expect("input");
+        let input = input(tokens.as_slice());
         let logits: Vec<f32> = model
             .forward(&input, 0)
             .and_then(|t| t.flatten_all())
