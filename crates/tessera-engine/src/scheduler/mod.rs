@@ -217,11 +217,13 @@ impl Scheduler {
         let hold = self.config.hold_batch_for_interactive_prefill
             && !self.held_batch
             && self.interactive_prompt_pending();
-        let mut out = self.plan(hold);
+        let (mut out, preempted) = self.plan(hold, false);
         if hold && !out.iter().any(|p| self.is_interactive_prompt(p.seq)) {
             // The interactive prompt could not start (no blocks or slot
-            // even after preemption): batch work need not wait for it.
-            out = self.plan(false);
+            // even after preemption): batch work need not wait for it. A
+            // preemption in the first plan still bars new work from this
+            // step, as it would have in a single plan.
+            out = self.plan(false, preempted).0;
             self.held_batch = false;
         } else {
             self.held_batch = hold && self.seqs.values().any(|s| s.priority == Priority::Batch);
@@ -229,8 +231,11 @@ impl Scheduler {
         out
     }
 
-    /// Plans a step; with `hold_batch`, of interactive work only.
-    fn plan(&mut self, hold_batch: bool) -> Vec<Scheduled> {
+    /// Plans a step; with `hold_batch`, of interactive work only. No new
+    /// work is admitted once a sequence was pushed out in this step
+    /// (`preempted`, also set by an earlier plan of the same step); returns
+    /// the plan and whether that happened.
+    fn plan(&mut self, hold_batch: bool, preempted: bool) -> (Vec<Scheduled>, bool) {
         let mut budget = self.config.max_num_batched_tokens;
         let mut batch_prefill = if self.config.whole_prompts {
             usize::MAX
@@ -238,7 +243,7 @@ impl Scheduler {
             self.config.max_batch_prefill_tokens
         };
         let mut out: Vec<Scheduled> = Vec::new();
-        let mut preempted = false;
+        let mut preempted = preempted;
         // Interactive first; the sort is stable, so arrival order holds
         // within a class.
         let seqs = &self.seqs;
@@ -352,7 +357,7 @@ impl Scheduler {
                 batch_prefill = batch_prefill.saturating_sub(num_tokens);
             }
         }
-        out
+        (out, preempted)
     }
 
     /// Records that a scheduled step ran: advances the sequence and registers

@@ -222,6 +222,40 @@ fn a_step_that_computes_an_interactive_prompt_carries_no_batch_work() {
     assert_eq!(shares(&s.schedule()), [(3, 1), (1, 1), (2, 1)]);
 }
 
+/// A step that had to push a sequence out admits no new work (a single
+/// plan stops admitting there), also when it first planned without batch
+/// work for an interactive prompt that then could not start.
+#[test]
+fn a_preemption_bars_new_work_also_after_a_failed_hold() {
+    let mut s = Scheduler::new(
+        SchedulerConfig {
+            max_num_batched_tokens: 64,
+            max_num_seqs: 8,
+            max_batch_seqs: 8,
+            max_batch_prefill_tokens: 64,
+            hold_batch_for_interactive_prefill: true,
+            whole_prompts: false,
+            sliding_window: None,
+        },
+        BlockPool::new(5, BS, true),
+    );
+    s.add(seq(1, Priority::Interactive, vec![1; 4]));
+    s.add(seq(2, Priority::Batch, vec![2; 9]));
+    // Interactive 1 takes 2 blocks as it decodes, batch 2 the other 3;
+    // after five steps 1 decodes at position 8 and needs a block more.
+    for _ in 0..5 {
+        let plan = s.schedule();
+        run_step(&mut s, &plan);
+    }
+    assert_eq!(s.pool().num_free(), 0);
+    s.add(seq(3, Priority::Interactive, vec![3; 4]));
+    // 1's block comes from preempting 2, in the plan that holds batch work
+    // out; the new prompt is not admitted after that, so the plan falls
+    // back, and the fallback must not admit it either.
+    assert_eq!(shares(&s.schedule()), [(1, 1)]);
+    assert_eq!(s.num_preemptions(), 1);
+}
+
 #[test]
 fn batch_work_rides_along_when_the_rule_is_off() {
     let mut s = hybrid(100, 100);
