@@ -198,6 +198,10 @@ fn scan_call(s: &str) -> Call {
                 }
             }
             "arguments" | "parameters" => {
+                if has_args {
+                    // A second arguments key would replace text already streamed.
+                    return Call::Invalid;
+                }
                 has_args = true;
                 if b[p] == b'"' {
                     // Arguments sent as JSON text: the string's content, once whole.

@@ -161,10 +161,12 @@ impl ToolStream {
                 self.calls += 1;
             }
             let sent = block.sent[i];
-            if call.arguments.len() > sent {
+            // Arguments only grow as text arrives (a call whose arguments
+            // were replaced scans as invalid), so what is new is their tail.
+            if let Some(fragment) = call.arguments.get(sent..).filter(|f| !f.is_empty()) {
                 events.push(ToolEvent::Arguments {
                     index: block.first + i,
-                    fragment: call.arguments[sent..].to_string(),
+                    fragment: fragment.to_string(),
                 });
                 block.sent[i] = call.arguments.len();
             }

@@ -212,6 +212,11 @@ const MALFORMED: &[(Family, &str, bool)] = &[
         "<tool_call>{\"name\": \"f\\u00e9\u{7}",
         false,
     ),
+    (
+        Family::Hermes,
+        "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": \"é\"}, \"arguments\": {\"b\": 1}}</tool_call>",
+        true,
+    ),
     (Family::Llama3, "{not json at all", false),
     (
         Family::Llama3,
