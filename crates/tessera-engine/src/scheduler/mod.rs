@@ -286,11 +286,8 @@ impl Scheduler {
                 }
                 let victim = self.pick_victim();
                 preempted = true;
-                if let Some(pos) = out.iter().position(|s| s.seq == victim) {
-                    budget += out.remove(pos).num_tokens;
-                }
                 let victim_index = self.running.iter().position(|&r| r == victim);
-                self.preempt(victim);
+                self.preempt_planned(victim, &mut out, &mut budget);
                 if victim == id {
                     scheduled_self = false;
                     break;
@@ -457,10 +454,7 @@ impl Scheduler {
             None => {
                 if hit > 0 {
                     self.pool.free(&cached);
-                    seq.block_table.clear();
-                    seq.num_computed = 0;
-                    seq.num_cached_blocks = 0;
-                    seq.num_released = 0;
+                    seq.drop_kv();
                 }
                 None
             }
@@ -517,11 +511,16 @@ impl Scheduler {
         let Some(victim) = victim else {
             return false;
         };
+        self.preempt_planned(victim, out, budget);
+        true
+    }
+
+    /// Pushes `victim` out, taking back the tokens this step's plan gave it.
+    fn preempt_planned(&mut self, victim: SeqId, out: &mut Vec<Scheduled>, budget: &mut usize) {
         if let Some(pos) = out.iter().position(|s| s.seq == victim) {
             *budget += out.remove(pos).num_tokens;
         }
         self.preempt(victim);
-        true
     }
 
     /// The running sequence to push out: lowest priority, then latest arrival.
@@ -541,10 +540,7 @@ impl Scheduler {
         let Some(seq) = self.seqs.get_mut(&id) else {
             return;
         };
-        self.pool.free(&std::mem::take(&mut seq.block_table));
-        seq.num_computed = 0;
-        seq.num_cached_blocks = 0;
-        seq.num_released = 0;
+        self.pool.free(&seq.drop_kv());
         seq.num_preemptions += 1;
         self.num_preemptions += 1;
         self.waiting.insert(seq.wait_key(), ());

@@ -78,6 +78,15 @@ impl Sequence {
         &self.tokens[self.prompt_len..]
     }
 
+    /// Forgets the sequence's KV: it will be computed again from the start.
+    /// Returns the block table, for the caller to give back to the pool.
+    pub fn drop_kv(&mut self) -> Vec<BlockId> {
+        self.num_computed = 0;
+        self.num_cached_blocks = 0;
+        self.num_released = 0;
+        std::mem::take(&mut self.block_table)
+    }
+
     /// Blocks to add so that `num_tokens` more tokens have room.
     pub fn blocks_needed(&self, num_tokens: usize, block_size: usize) -> usize {
         (self.num_computed + num_tokens)
