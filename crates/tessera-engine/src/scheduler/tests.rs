@@ -25,7 +25,7 @@ fn seq(id: SeqId, priority: Priority, prompt: Vec<u32>) -> Sequence {
 
 /// Runs the scheduled work: computes chunks, and appends a token to every
 /// sequence whose chunk reached its end.
-fn run_step(s: &mut Scheduler, plan: &[Scheduled]) {
+pub(super) fn run_step(s: &mut Scheduler, plan: &[Scheduled]) {
     for p in plan {
         s.mark_computed(p.seq, p.num_tokens);
         let seq = s.get_mut(p.seq).expect("scheduled sequence exists");

@@ -3,6 +3,7 @@
 //! cached prefix is reused exactly when the blocks its window reads are
 //! cached.
 
+use super::tests::run_step;
 use super::*;
 use crate::block_pool::block_hashes;
 
@@ -26,19 +27,6 @@ fn scheduler(num_blocks: usize, window: Option<usize>) -> Scheduler {
 
 fn seq(id: SeqId, prompt: Vec<u32>) -> Sequence {
     Sequence::new(id, Priority::Interactive, id, prompt, Vec::new(), BS)
-}
-
-/// Computes the plan and appends a token (its position) to each sequence
-/// whose chunk reached its end.
-fn run_step(s: &mut Scheduler, plan: &[Scheduled]) {
-    for p in plan {
-        s.mark_computed(p.seq, p.num_tokens);
-        let seq = s.get_mut(p.seq).expect("scheduled sequence exists");
-        if seq.num_uncomputed() == 0 {
-            let next = seq.tokens.len() as u32;
-            seq.tokens.push(next);
-        }
-    }
 }
 
 /// Blocks a sequence holds (its null entries excluded).
