@@ -6,6 +6,7 @@
 
 mod common;
 
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::GgmlDType;
 use candle_core::DType;
 use common::tiny::*;
@@ -168,13 +169,16 @@ fn hf_phi3_matches_candle_phi3() {
 fn gguf_mixture_of_experts_is_refused() {
     let dir = temp_dir("gguf-moe");
     let path = dir.join("moe.gguf");
-    write_gguf_with(
+    write_gguf_meta(
         &path,
         TINY,
         "llama",
         GgmlDType::F32,
         &random_tensors(TINY, 23, false),
-        &[("llama.expert_count", 8), ("llama.expert_used_count", 2)],
+        &[
+            ("llama.expert_count", Value::U32(8)),
+            ("llama.expert_used_count", Value::U32(2)),
+        ],
     );
     let err =
         tessera_model::loader::read_config(&tessera_model::loader::ModelSource::Gguf(path.clone()))

@@ -113,19 +113,6 @@ pub fn write_gguf(
     write_gguf_full(path, shape, arch, dtype, tensors, skip, &[]);
 }
 
-/// [`write_gguf`] with `extra` u32 metadata keys.
-pub fn write_gguf_with(
-    path: &Path,
-    shape: TinyShape,
-    arch: &str,
-    dtype: GgmlDType,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
-    extra: &[(&str, u32)],
-) {
-    let extra: Vec<(&str, Value)> = extra.iter().map(|(k, v)| (*k, Value::U32(*v))).collect();
-    write_gguf_full(path, shape, arch, dtype, tensors, &[], &extra);
-}
-
 /// [`write_gguf`] with `extra` metadata keys of any type.
 pub fn write_gguf_meta(
     path: &Path,
