@@ -263,6 +263,16 @@ impl ChatStream {
         })
     }
 
+    /// The closing chunk of choice `index`: an empty delta and its finish reason.
+    fn finish_chunk(&self, index: usize, finish_reason: Option<&'static str>) -> Event {
+        self.chunk(vec![ChunkChoice {
+            index,
+            delta: Delta::default(),
+            logprobs: None,
+            finish_reason,
+        }])
+    }
+
     /// The events for the next step; `None` after `[DONE]`.
     async fn next_events(&mut self) -> Option<Vec<Event>> {
         if self.finished {
@@ -329,12 +339,7 @@ impl ChatStream {
                 }]));
             }
             if out.finish_reason.is_some() {
-                events.push(self.chunk(vec![ChunkChoice {
-                    index,
-                    delta: Delta::default(),
-                    logprobs: None,
-                    finish_reason: tool_finish(out.finish_reason, called),
-                }]));
+                events.push(self.finish_chunk(index, tool_finish(out.finish_reason, called)));
             }
             return Some(events);
         }
@@ -352,12 +357,7 @@ impl ChatStream {
             }]));
         }
         if out.finish_reason.is_some() {
-            events.push(self.chunk(vec![ChunkChoice {
-                index,
-                delta: Delta::default(),
-                logprobs: None,
-                finish_reason: finish_str(out.finish_reason),
-            }]));
+            events.push(self.finish_chunk(index, finish_str(out.finish_reason)));
         }
         Some(events)
     }
